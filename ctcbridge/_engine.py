@@ -1,0 +1,228 @@
+"""Find, load and call the compiled engine (``backends/``) through ctypes.
+
+The library is looked up, in order, at ``$CTCBRIDGE_LIBRARY`` (an explicit
+path), inside the installed package (``ctcbridge/libctcbridge_engine.so``),
+and in a development build tree (``build/``).  It is loaded lazily, on the
+first call, and its ABI version is checked against the one this module was
+written for.  Each ctypes declaration carries the C prototype it mirrors.
+
+ctypes releases the GIL for the duration of every call into a ``CDLL``, so
+several Python threads can run the engine at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .errors import CTCValueError, EngineError, EngineLoadError, EngineMemoryError
+
+ABI_VERSION = 1  # CTCB_ABI_VERSION in backends/include/ctcbridge.h
+
+# enum ctcb_status
+OK = 0
+ERR_NULL_POINTER = 1
+ERR_INVALID_SIZE = 2
+ERR_INVALID_BLANK = 3
+ERR_INVALID_LABEL = 4
+ERR_INVALID_LENGTH = 5
+ERR_INVALID_OPTION = 6
+ERR_SIZE_OVERFLOW = 7
+ERR_OUT_OF_MEMORY = 8
+
+FLOAT32, FLOAT64 = 0, 1  # enum ctcb_dtype
+INPUT_LOGITS, INPUT_LOG_PROBS = 0, 1  # enum ctcb_input_kind
+LABELS_PADDED, LABELS_CONCATENATED = 0, 1  # enum ctcb_label_format
+INFEASIBLE_INF, INFEASIBLE_ZERO, INFEASIBLE_SENTINEL = 0, 1, 2  # enum ctcb_infeasible
+FLAG_NO_MERGE_REPEATED = 0x1
+FLAG_WARP_BLANK_LABELS = 0x2
+FLAG_LOG_SPACE = 0x4
+
+_LIB_NAMES = {
+    "linux": "libctcbridge_engine.so",
+    "darwin": "libctcbridge_engine.dylib",
+    "win32": "ctcbridge_engine.dll",
+}
+LIBRARY_ENV = "CTCBRIDGE_LIBRARY"
+
+_I64x3 = ctypes.c_int64 * 3
+_P_I64 = ctypes.POINTER(ctypes.c_int64)
+
+
+class Options(ctypes.Structure):
+    """struct ctcb_options."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("blank", ctypes.c_int32),
+        ("input_kind", ctypes.c_int32),
+        ("infeasible", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("log_zero", ctypes.c_double),
+    ]
+
+
+class Problem(ctypes.Structure):
+    """struct ctcb_problem."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int32),
+        ("label_format", ctypes.c_int32),
+        ("max_time", ctypes.c_int64),
+        ("batch", ctypes.c_int64),
+        ("alphabet", ctypes.c_int64),
+        ("activations", ctypes.c_void_p),
+        ("act_strides", _I64x3),
+        ("input_lengths", _P_I64),
+        ("labels", _P_I64),
+        ("label_stride", ctypes.c_int64),
+        ("label_count", ctypes.c_int64),
+        ("label_lengths", _P_I64),
+        ("losses", ctypes.c_void_p),
+        ("grad", ctypes.c_void_p),
+        ("grad_strides", _I64x3),
+    ]
+
+
+def _candidates() -> list[Path]:
+    name = _LIB_NAMES.get(sys.platform, _LIB_NAMES["linux"])
+    here = Path(__file__).resolve().parent
+    found = [here / name]
+    try:  # an installed (or editable) package may keep it elsewhere
+        from importlib.resources import files
+
+        found.append(Path(str(files("ctcbridge") / name)))
+    except (ImportError, TypeError, ModuleNotFoundError):  # pragma: no cover
+        pass
+    root = here.parent
+    found += sorted(root.glob(f"build/**/{name}"))
+    return list(dict.fromkeys(found))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    # int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *options);
+    lib.ctcb_ctc_loss.argtypes = [ctypes.POINTER(Problem), ctypes.POINTER(Options)]
+    lib.ctcb_ctc_loss.restype = ctypes.c_int
+    # int ctcb_options_init(ctcb_options *options);
+    lib.ctcb_options_init.argtypes = [ctypes.POINTER(Options)]
+    lib.ctcb_options_init.restype = ctypes.c_int
+    # const char *ctcb_status_string(int status);
+    lib.ctcb_status_string.argtypes = [ctypes.c_int]
+    lib.ctcb_status_string.restype = ctypes.c_char_p
+    # const char *ctcb_last_error(void);
+    lib.ctcb_last_error.argtypes = []
+    lib.ctcb_last_error.restype = ctypes.c_char_p
+    # int ctcb_abi_version(void);
+    lib.ctcb_abi_version.argtypes = []
+    lib.ctcb_abi_version.restype = ctypes.c_int
+    # const char *ctcb_version(void);
+    lib.ctcb_version.argtypes = []
+    lib.ctcb_version.restype = ctypes.c_char_p
+    # size_t ctcb_workspace_bytes(int64_t max_time, int64_t max_label, int64_t alphabet);
+    lib.ctcb_workspace_bytes.argtypes = [ctypes.c_int64] * 3
+    lib.ctcb_workspace_bytes.restype = ctypes.c_size_t
+
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+
+
+def load() -> ctypes.CDLL:
+    """The loaded engine library (loaded and checked on first use)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is None:
+            _lib = _load()
+    return _lib
+
+
+def _load() -> ctypes.CDLL:
+    override = os.environ.get(LIBRARY_ENV)
+    paths = [Path(override)] if override else [p for p in _candidates() if p.is_file()]
+    if not paths:
+        tried = ", ".join(str(p) for p in _candidates())
+        raise EngineLoadError(
+            f"the ctcbridge engine library was not found (tried {tried}). "
+            "Install the package with `pip install .` so that the C library is built, "
+            f"or point ${LIBRARY_ENV} at a built libctcbridge_engine."
+        )
+    errors = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+        except (OSError, AttributeError) as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        abi = lib.ctcb_abi_version()
+        if abi != ABI_VERSION:
+            errors.append(f"{path}: ABI version {abi}, this package needs {ABI_VERSION}")
+            continue
+        return lib
+    raise EngineLoadError(
+        "the ctcbridge engine library could not be loaded: "
+        + "; ".join(errors)
+        + ". A stale or foreign build is the likely cause: reinstall with `pip install .`."
+    )
+
+
+def engine_version() -> str:
+    """The compiled engine's version string ("MAJOR.MINOR.PATCH")."""
+    return load().ctcb_version().decode()
+
+
+def workspace_bytes(max_time: int, max_label: int, alphabet: int) -> int:
+    """Working memory (bytes) of one engine thread; see docs/c_api.md."""
+    return int(load().ctcb_workspace_bytes(max_time, max_label, alphabet))
+
+
+def default_options() -> Options:
+    opts = Options()
+    load().ctcb_options_init(ctypes.byref(opts))
+    return opts
+
+
+_VALUE_ERRORS = {
+    ERR_NULL_POINTER,
+    ERR_INVALID_SIZE,
+    ERR_INVALID_BLANK,
+    ERR_INVALID_LABEL,
+    ERR_INVALID_LENGTH,
+    ERR_INVALID_OPTION,
+    ERR_SIZE_OVERFLOW,
+}
+
+
+def check(status: int) -> None:
+    """Turn a non-zero ctcb_status into the matching exception."""
+    if status == OK:
+        return
+    lib = load()
+    what = lib.ctcb_status_string(status).decode()
+    detail = lib.ctcb_last_error().decode()
+    message = f"{detail} ({what})" if detail else what
+    if status == ERR_OUT_OF_MEMORY:
+        raise EngineMemoryError(message)
+    if status == ERR_NULL_POINTER:  # our own bug, never the user's
+        raise EngineError(message)
+    if status in _VALUE_ERRORS:
+        raise CTCValueError(message)
+    raise EngineError(message)  # pragma: no cover - unknown status
+
+
+def call(problem: Problem, options: Options) -> None:
+    """Run ctcb_ctc_loss; raises on any non-zero status."""
+    lib = load()
+    problem.struct_size = ctypes.sizeof(Problem)
+    options.struct_size = ctypes.sizeof(Options)
+    check(lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options)))
+
+
+__all__ = ["load", "call", "check", "engine_version", "workspace_bytes", "Options", "Problem"]

@@ -1,0 +1,323 @@
+"""The canonical CTC call, numpy in and out.
+
+Every framework signature of ctcbridge translates its arguments into one call
+of :func:`compute`, which validates and converts numpy arrays, runs the C
+engine and returns per-sample losses and the gradient.  :func:`ctc_loss` and
+:func:`ctc_loss_and_grad` are the public, framework-neutral API built on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _engine
+from .errors import CTCTypeError, CTCValueError
+
+LAYOUTS = ("TNC", "NTC")
+INPUT_KINDS = {"logits": _engine.INPUT_LOGITS, "log_probs": _engine.INPUT_LOG_PROBS}
+REDUCTIONS = ("none", "sum", "mean")
+INFEASIBLE = {
+    "inf": _engine.INFEASIBLE_INF,
+    "zero": _engine.INFEASIBLE_ZERO,
+    "sentinel": _engine.INFEASIBLE_SENTINEL,
+}
+
+_NATIVE = {np.dtype(np.float32): _engine.FLOAT32, np.dtype(np.float64): _engine.FLOAT64}
+
+
+def _as_int(value: Any, name: str) -> int:
+    """A Python int from an integer-like scalar, or a TypeError naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise CTCTypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise CTCTypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float_array(activations: Any) -> tuple[np.ndarray, np.dtype]:
+    """(array in float32/float64 the engine can read in place, dtype to return)."""
+    arr = np.asarray(activations)
+    dtype = arr.dtype
+    is_float = dtype.kind == "f" or "float" in dtype.name  # ml_dtypes' bfloat16 is kind 'V'
+    if not is_float or dtype.kind == "c":
+        raise CTCTypeError(f"activations must be a floating-point array, got dtype {dtype}")
+    compute = np.dtype(np.float64) if dtype.itemsize > 8 else np.dtype(np.float32)
+    if dtype in _NATIVE:
+        compute = dtype
+    if arr.dtype != compute or not arr.dtype.isnative or not arr.flags.aligned or any(
+        s % compute.itemsize for s in arr.strides
+    ):
+        arr = np.asarray(arr, dtype=compute.newbyteorder("=")).copy()
+    return arr, dtype
+
+
+def _int_array(value: Any, name: str) -> np.ndarray:
+    """An int64 array from integers (lists, tuples, integer arrays); TypeError otherwise."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        if arr.dtype.kind == "O" or arr.size == 0 and arr.dtype.kind == "f":
+            try:  # e.g. a list of Python ints mixed with None, or an empty list
+                arr = np.asarray(value, dtype=np.int64)
+            except (TypeError, ValueError):
+                raise CTCTypeError(f"{name} must hold integers, got {value!r}") from None
+        else:
+            raise CTCTypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise CTCValueError(f"{name} holds {arr.max()}, beyond int64")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _lengths(value: Any, name: str, batch: int, default: int) -> np.ndarray:
+    if value is None:
+        return np.full(batch, default, dtype=np.int64)
+    arr = _int_array(value, name)
+    if arr.shape != (batch,):
+        raise CTCValueError(f"{name} must have shape ({batch},) (one per sample), got {arr.shape}")
+    return arr
+
+
+def _ptr(arr: np.ndarray | None) -> Any:
+    if arr is None:
+        return None
+    return arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+
+
+def _choice(value: Any, name: str, allowed) -> Any:
+    if not isinstance(value, str) or value not in allowed:
+        raise CTCValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def compute(
+    activations: Any,
+    labels: Any,
+    input_lengths: Any = None,
+    label_lengths: Any = None,
+    *,
+    blank: int = 0,
+    layout: str = "TNC",
+    inputs: str = "logits",
+    infeasible: str = "inf",
+    log_zero: float = -1e10,
+    merge_repeated: bool = True,
+    warp_blank_labels: bool = False,
+    log_space: bool = False,
+    want_grad: bool = True,
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the engine once: ``(losses (N,), grad or None)``, both in the input's dtype.
+
+    The full set of engine options, for signature adapters: ``infeasible`` is
+    ``"inf"`` (loss +inf, gradient NaN), ``"zero"`` (loss and gradient 0) or
+    ``"sentinel"`` (log-space with the finite ``log_zero`` for log 0);
+    ``merge_repeated=False`` drops the label states' self-loops (TF v1
+    ``ctc_merge_repeated=False``); ``warp_blank_labels`` forbids skipping
+    into a label equal to the blank (warp-ctc).  The gradient is of the sum of
+    the per-sample losses.
+    """
+    _choice(layout, "layout", LAYOUTS)
+    _choice(inputs, "inputs", tuple(INPUT_KINDS))
+    _choice(infeasible, "infeasible", tuple(INFEASIBLE))
+    acts, out_dtype = _float_array(activations)
+    if acts.ndim != 3:
+        raise CTCValueError(
+            f"activations must be 3-D ({' x '.join(layout)}), got shape {acts.shape}"
+        )
+    if layout == "TNC":
+        T, N, C = acts.shape
+        t_ax, n_ax = 0, 1
+    else:
+        N, T, C = acts.shape
+        t_ax, n_ax = 1, 0
+    if C < 1:
+        raise CTCValueError(f"activations has an empty class axis (C = {C}); the blank needs one")
+    blank = _as_int(blank, "blank")
+    if not 0 <= blank < C:
+        raise CTCValueError(f"blank = {blank} is outside [0, C = {C})")
+    num_threads = _as_int(num_threads, "num_threads")
+    if num_threads < 0:
+        raise CTCValueError(f"num_threads = {num_threads} is negative (0 means all cores)")
+
+    labs = _int_array(labels, "labels")
+    if labs.ndim == 2:
+        if labs.shape[0] != N:
+            raise CTCValueError(
+                f"labels has {labs.shape[0]} rows but the batch has {N} samples"
+            )
+        fmt, stride, count = _engine.LABELS_PADDED, labs.shape[1], labs.size
+        lab_len = _lengths(label_lengths, "label_lengths", N, stride)
+    elif labs.ndim == 1:
+        fmt, stride, count = _engine.LABELS_CONCATENATED, 0, labs.size
+        if label_lengths is None:
+            if N != 1:
+                raise CTCValueError(
+                    "label_lengths is required with 1-D (concatenated) labels and a batch of "
+                    f"{N} samples"
+                )
+            label_lengths = [labs.size]
+        lab_len = _lengths(label_lengths, "label_lengths", N, 0)
+        if lab_len.size and (lab_len < 0).any():
+            bad = int(np.flatnonzero(lab_len < 0)[0])
+            raise CTCValueError(f"label_lengths[{bad}] = {lab_len[bad]} is negative")
+        if int(lab_len.sum()) != labs.size:
+            raise CTCValueError(
+                f"label_lengths add up to {int(lab_len.sum())} but the concatenated labels hold "
+                f"{labs.size}"
+            )
+    else:
+        raise CTCValueError(
+            f"labels must be 2-D (N, S) padded or 1-D concatenated, got shape {labs.shape}"
+        )
+    in_len = _lengths(input_lengths, "input_lengths", N, T)
+
+    dt = acts.dtype
+    losses = np.empty(N, dtype=dt)
+    grad = np.empty(acts.shape, dtype=dt) if want_grad else None
+    item = dt.itemsize
+
+    def strides3(arr: np.ndarray) -> Any:
+        s = [st // item for st in arr.strides]
+        return _engine._I64x3(s[t_ax], s[n_ax], s[2])
+
+    problem = _engine.Problem(
+        dtype=_NATIVE[dt],
+        label_format=fmt,
+        max_time=T,
+        batch=N,
+        alphabet=C,
+        activations=acts.ctypes.data,
+        act_strides=strides3(acts),
+        input_lengths=_ptr(in_len),
+        labels=_ptr(labs),
+        label_stride=stride,
+        label_count=count,
+        label_lengths=_ptr(lab_len),
+        losses=losses.ctypes.data,
+        grad=grad.ctypes.data if grad is not None else None,
+        grad_strides=strides3(grad) if grad is not None else _engine._I64x3(0, 0, 0),
+    )
+    options = _engine.default_options()
+    options.blank = blank
+    options.input_kind = INPUT_KINDS[inputs]
+    options.infeasible = INFEASIBLE[infeasible]
+    options.log_zero = float(log_zero)
+    options.num_threads = num_threads
+    options.flags = (
+        (0 if merge_repeated else _engine.FLAG_NO_MERGE_REPEATED)
+        | (_engine.FLAG_WARP_BLANK_LABELS if warp_blank_labels else 0)
+        | (_engine.FLAG_LOG_SPACE if log_space else 0)
+    )
+    _engine.call(problem, options)
+    if out_dtype != dt:
+        losses = losses.astype(out_dtype)
+        grad = grad.astype(out_dtype) if grad is not None else None
+    return losses, grad
+
+
+def _reduce(losses: np.ndarray, reduction: str):
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum(dtype=losses.dtype)
+    if losses.size == 0:
+        return losses.dtype.type(np.nan)
+    return losses.mean(dtype=losses.dtype)
+
+
+def _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
+               reduction, zero_infinity, num_threads, want_grad):
+    _choice(reduction, "reduction", REDUCTIONS)
+    losses, grad = compute(
+        activations,
+        labels,
+        input_lengths,
+        label_lengths,
+        blank=blank,
+        layout=layout,
+        inputs=inputs,
+        infeasible="zero" if zero_infinity else "inf",
+        want_grad=want_grad,
+        num_threads=num_threads,
+    )
+    if grad is not None and reduction == "mean" and losses.size:
+        grad /= grad.dtype.type(losses.size)
+    return _reduce(losses, reduction), grad
+
+
+def ctc_loss(
+    activations,
+    labels,
+    input_lengths=None,
+    label_lengths=None,
+    *,
+    blank=0,
+    layout="TNC",
+    inputs="logits",
+    reduction="none",
+    zero_infinity=False,
+    num_threads=0,
+):
+    """CTC negative log-likelihood, numpy in and out.
+
+    Parameters
+    ----------
+    activations : array (T, N, C) for ``layout="TNC"`` or (N, T, C) for ``"NTC"``
+        Unnormalised logits (``inputs="logits"``; log-softmax is applied
+        inside) or per-frame log-probabilities (``inputs="log_probs"``).
+        float32 and float64 are kept; other float dtypes are computed in
+        float32 (float64 for wider ones) and cast back.
+    labels : int array (N, S) padded, or 1-D concatenated
+        Padded rows are read up to ``label_lengths[n]``; concatenated labels
+        need ``label_lengths`` (unless N = 1).  Any value in [0, C).
+    input_lengths, label_lengths : int sequences of length N, optional
+        Default: T frames, S labels for every sample.
+    blank : int in [0, C)
+    reduction : ``"none"`` (per-sample losses, shape (N,)), ``"sum"`` or
+        ``"mean"`` (batch mean).
+    zero_infinity : bool
+        Infeasible samples give loss 0 (and gradient 0) instead of +inf.
+    num_threads : int
+        Engine threads over the batch; 0 uses every core available.
+
+    Examples
+    --------
+    >>> import numpy as np, ctcbridge
+    >>> x = np.zeros((4, 1, 3), dtype=np.float32)      # T=4, N=1, C=3
+    >>> loss = ctcbridge.ctc_loss(x, [[1, 2]])
+    >>> loss.shape, loss.dtype
+    ((1,), dtype('float32'))
+    """
+    return _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
+                      reduction, zero_infinity, num_threads, want_grad=False)[0]
+
+
+def ctc_loss_and_grad(
+    activations,
+    labels,
+    input_lengths=None,
+    label_lengths=None,
+    *,
+    blank=0,
+    layout="TNC",
+    inputs="logits",
+    reduction="none",
+    zero_infinity=False,
+    num_threads=0,
+):
+    """``(loss, grad)``: :func:`ctc_loss` and its gradient w.r.t. ``activations``.
+
+    Same arguments as :func:`ctc_loss`.  ``grad`` has the shape and dtype of
+    ``activations``: ``softmax - gamma`` for logits, the exact ``-gamma`` for
+    log-probabilities, 0 on frames past each input length.  It is the
+    gradient of the reduced loss: of the sum of the per-sample losses for
+    ``"none"`` and ``"sum"``, divided by N for ``"mean"``.  An infeasible
+    sample has loss +inf and gradient NaN (on its frames) unless
+    ``zero_infinity``.
+    """
+    return _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
+                      reduction, zero_infinity, num_threads, want_grad=True)
