@@ -46,13 +46,15 @@ def _float_array(activations: Any) -> tuple[np.ndarray, np.dtype]:
     is_float = dtype.kind == "f" or "float" in dtype.name  # ml_dtypes' bfloat16 is kind 'V'
     if not is_float or dtype.kind == "c":
         raise CTCTypeError(f"activations must be a floating-point array, got dtype {dtype}")
-    compute = np.dtype(np.float64) if dtype.itemsize > 8 else np.dtype(np.float32)
-    if dtype in _NATIVE:
-        compute = dtype
+    native = dtype.newbyteorder("=")
+    if native in _NATIVE:
+        compute = native
+    else:  # float16, bfloat16...: float32; longdouble: float64
+        compute = np.dtype(np.float64) if dtype.itemsize > 8 else np.dtype(np.float32)
     if arr.dtype != compute or not arr.dtype.isnative or not arr.flags.aligned or any(
         s % compute.itemsize for s in arr.strides
     ):
-        arr = np.asarray(arr, dtype=compute.newbyteorder("=")).copy()
+        arr = np.array(arr, dtype=compute)  # a converted, aligned, native copy
     return arr, dtype
 
 

@@ -1,0 +1,67 @@
+"""Compare an implementation with the float64 reference on corpus cases.
+
+This is what ``ctcbridge conform`` runs.  For now the rows are the canonical
+engine API in float32 and float64; the framework signatures add theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import reference
+from .canonical import ctc_loss_and_grad
+from .corpus import Case
+
+# Worst errors allowed, (loss relative, gradient absolute), per dtype.  float32
+# carries ~7 significant digits through sums over thousands of frames.
+TOLERANCES = {
+    "float64": (1e-9, 1e-9),
+    "float32": (2e-5, 2e-4),
+}
+
+
+@dataclass
+class Result:
+    case: str
+    row: str
+    loss_error: float
+    grad_error: float
+    passed: bool
+
+
+def _loss_error(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Worst relative loss error; equal infinities and NaNs count as exact."""
+    ours = ours.astype(np.float64)
+    same = (ours == ref) | (np.isnan(ours) & np.isnan(ref))
+    with np.errstate(invalid="ignore"):
+        err = np.abs(ours - ref) / np.maximum(np.abs(ref), 1.0)
+    err = np.where(same, 0.0, err)
+    err = np.where(np.isnan(err), np.inf, err)
+    return float(err.max(initial=0.0))
+
+
+def _grad_error(ours: np.ndarray, ref: np.ndarray) -> float:
+    ours = ours.astype(np.float64)
+    same = (ours == ref) | (np.isnan(ours) & np.isnan(ref))
+    with np.errstate(invalid="ignore"):
+        err = np.abs(ours - ref)
+    err = np.where(same, 0.0, err)
+    err = np.where(np.isnan(err), np.inf, err)
+    return float(err.max(initial=0.0))
+
+
+def reference_result(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 reference's (losses, grad) for a case."""
+    return reference.ctc_loss_and_grad(case.activations, case.labels, **case.kwargs())
+
+
+def check_engine(case: Case, dtype: str, ref=None) -> Result:
+    """The canonical engine API on `case` in `dtype` against the reference."""
+    ref_loss, ref_grad = ref if ref is not None else reference_result(case)
+    x = case.activations.astype(dtype)
+    loss, grad = ctc_loss_and_grad(x, case.labels, **case.kwargs())
+    loss_tol, grad_tol = TOLERANCES[dtype]
+    le, ge = _loss_error(loss, ref_loss), _grad_error(grad, ref_grad)
+    return Result(case.name, f"engine {dtype}", le, ge, le <= loss_tol and ge <= grad_tol)

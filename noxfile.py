@@ -1,0 +1,54 @@
+"""nox sessions of ctcbridge.
+
+`nox` (the README's test command) runs the default set: the C tests and the
+Python tests.  Framework sessions come with the adapters; `bench` is opt-in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["ctests", "tests"]
+nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+ROOT = Path(__file__).parent
+TEST_DEPS = ["pytest>=7", "hypothesis>=6"]
+# The CPU wheel of torch 2.13.0 is the one this machine's pip finds locally;
+# an unpinned torch would pull a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+
+
+def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
+    """Configure and build the engine (and its C tests) with CMake from PyPI."""
+    session.install("cmake>=3.15", "ninja")
+    build = ROOT / "build" / build_dir
+    session.run("cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
+                "-DCTCB_BUILD_TESTS=ON", *args)
+    session.run("cmake", "--build", str(build))
+    return build
+
+
+@nox.session(python=PYTHON)
+def ctests(session: nox.Session) -> None:
+    """Build the C engine and run its C tests (known answers, gradients, errors)."""
+    build = _cmake_build(session, "ctests", "-DCMAKE_BUILD_TYPE=Release")
+    session.run("ctest", "--test-dir", str(build), "--output-on-failure")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Install the package and run the Python tests (engine vs reference, errors, threads)."""
+    session.install(".", *TEST_DEPS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark loss + gradient against torch and optax; writes docs/benchmarks.md."""
+    session.install(".", TORCH, "jax", "optax", "matplotlib")
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -1,0 +1,32 @@
+"""The ctcbridge command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import ctcbridge
+from ctcbridge.cli import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert ctcbridge.__version__ in out and ctcbridge.engine_version() in out
+
+
+def test_conform_passes_and_writes_json(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["conform", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "pass" in out
+    rows = json.loads(report.read_text())
+    assert rows and all(r["passed"] for r in rows)
+    assert {r["row"] for r in rows} == {"engine float32", "engine float64"}
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "ctcbridge.cli", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("ctcbridge ")
