@@ -124,13 +124,13 @@ static size_t workspace_doubles(int64_t max_time, int64_t max_label, int64_t alp
     if (__builtin_mul_overflow((uint64_t)max_label, 2u, &S) || __builtin_add_overflow(S, 1u, &S) ||
         __builtin_add_overflow(S, 4u, &W))
         return 0;
-    /* alpha and emit: T x W each; logc, lse: T each; beta, beta_next: W;
-     * stay, skip: S + 2 each; acc: alphabet; ext: S int64 (8 bytes too). */
+    /* alpha and emit: T x W each; scale, lse: T each; beta, beta_next: W;
+     * stay, skip: S + 2 each; acc, row: alphabet each; ext: S + 2 int64. */
     uint64_t T = max_time > 0 ? (uint64_t)max_time : 1u;
     if (__builtin_mul_overflow(T, W, &rows) || __builtin_mul_overflow(rows, 2u, &total) ||
         __builtin_add_overflow(total, 2u * T, &total) || __builtin_add_overflow(total, 2u * W, &total) ||
         __builtin_add_overflow(total, 3u * (S + 2u), &total) ||
-        __builtin_add_overflow(total, (uint64_t)alphabet, &total) ||
+        __builtin_add_overflow(total, 2u * (uint64_t)alphabet, &total) ||
         total > (uint64_t)(SIZE_MAX / sizeof(double)))
         return 0;
     return (size_t)total;
@@ -155,14 +155,15 @@ int ctcb_workspace_alloc(ctcb_workspace *ws, int64_t max_time, int64_t max_label
     double *cursor = block;
     ws->alpha = cursor;     cursor += T * W;
     ws->emit = cursor;      cursor += T * W;
-    ws->logc = cursor;      cursor += T;
+    ws->scale = cursor;     cursor += T;
     ws->lse = cursor;       cursor += T;
     ws->beta = cursor;      cursor += W;
     ws->beta_next = cursor; cursor += W;
     ws->stay = cursor;      cursor += S + 2u;
     ws->skip = cursor;      cursor += S + 2u;
     ws->ext = (int64_t *)cursor; cursor += S + 2u;
-    ws->acc = cursor;
+    ws->acc = cursor;       cursor += (size_t)alphabet;
+    ws->row = cursor;
     memset(ws->acc, 0, (size_t)alphabet * sizeof(double)); /* write_row keeps it zeroed */
     ws->block = block;
     return CTCB_OK;

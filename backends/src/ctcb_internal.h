@@ -29,13 +29,14 @@ typedef struct ctcb_job {
 typedef struct ctcb_workspace {
     double *alpha;     /* max_input x W: scaled (or log) forward variables */
     double *emit;      /* max_input x W: emissions of the states (or their logs) */
-    double *logc;      /* max_input: cumulative log of the forward scales */
+    double *scale;     /* max_input: the divisor of each forward frame */
     double *lse;       /* max_input: log-sum-exp of each frame (logits) */
     double *beta;      /* W */
     double *beta_next; /* W */
     double *stay;      /* S + 2: 1 where a state has a self-loop */
     double *skip;      /* S + 2: 1 where a state may be entered from s - 2 */
     double *acc;       /* alphabet: occupancy accumulated per class, kept zeroed */
+    double *row;       /* alphabet: one frame's class probabilities */
     int64_t *ext;      /* S: the extended label sequence */
     void *block;       /* the single allocation behind all of the above */
 } ctcb_workspace;
