@@ -31,3 +31,7 @@ class EngineMemoryError(EngineError, MemoryError):
 
 class EngineLoadError(CTCError, ImportError):
     """The compiled engine library could not be found or loaded."""
+
+
+class CTCRuntimeError(CTCValueError, RuntimeError):
+    """Invalid input, raised as a ``RuntimeError`` too: the type PyTorch's CTC raises."""

@@ -1,0 +1,69 @@
+"""What a signature asks of the engine, independent of any framework.
+
+A signature module builds a :class:`CTCCall`: a ``prepare`` function that
+receives the activations and the auxiliary arrays (labels, lengths,
+paddings...) as numpy arrays and returns the canonical engine call, and the
+shape facts a framework needs before it has the values (batch size and axis,
+for symbolic tracing).  Bridges run :func:`run` on numpy values, eagerly or
+inside their framework's callback mechanism.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import canonical
+
+
+@dataclass
+class Prepared:
+    """The canonical call for concrete arrays, and how to map its gradient back."""
+
+    activations: np.ndarray
+    labels: Any
+    kwargs: dict
+    grad_back: Callable[[np.ndarray], np.ndarray] | None = None  # engine grad -> input layout
+    post: Callable[[np.ndarray, Any], tuple] | None = None  # (losses, grad or None) -> same
+
+
+@dataclass
+class CTCCall:
+    """A deferred canonical call.
+
+    prepare(activations, *aux) -> Prepared, all numpy.
+    batch_size(shape) -> N from the activations' shape; batch_axis: the axis of
+    the activations that indexes samples (None: one unbatched sample).
+    """
+
+    prepare: Callable[..., Prepared]
+    batch_size: Callable[[tuple], int]
+    batch_axis: int | None
+    key: tuple = field(default=())
+
+    def out_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(dtype)
+
+
+def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True):
+    """(losses (N,), grad shaped like `activations` or None), numpy."""
+    prep = call.prepare(np.asarray(activations), *[np.asarray(a) for a in aux])
+    losses, grad = canonical.compute(prep.activations, prep.labels, want_grad=want_grad,
+                                     **prep.kwargs)
+    if grad is not None and prep.grad_back is not None:
+        grad = prep.grad_back(grad)
+    if prep.post is not None:  # e.g. a native's own value for infeasible samples
+        losses, grad = prep.post(losses, grad)
+    return losses, grad
+
+
+def scale_grad(grad: np.ndarray, g: np.ndarray, batch_axis: int | None) -> np.ndarray:
+    """grad of sum_n g[n] * loss[n]: each sample's gradient times its g[n]."""
+    g = np.asarray(g, dtype=grad.dtype)
+    if batch_axis is None:
+        return grad * g.reshape(())
+    shape = [1] * grad.ndim
+    shape[batch_axis] = -1
+    return grad * g.reshape(shape)

@@ -1,0 +1,102 @@
+"""The PyTorch bridge: a custom operator with autograd and a fake kernel.
+
+``ctcbridge::ctc`` is registered with ``torch.library.custom_op`` so it works
+in eager mode, under ``torch.autograd`` (including ``gradcheck``) and inside
+``torch.compile(fullgraph=True)`` (the fake kernel gives output shapes
+without running the engine).  Tensors on another device are computed on the
+CPU and the results returned on the input's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .call import CTCCall, run
+
+_CALLS: dict[str, CTCCall] = {}
+
+
+def _key(call: CTCCall) -> str:
+    key = repr(call.key) if call.key else f"id{id(call)}"
+    _CALLS.setdefault(key, call)
+    return key
+
+
+@torch.library.custom_op("ctcbridge::ctc", mutates_args=())
+def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
+            want_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    call = _CALLS[key]
+    x = activations.detach().cpu().numpy()
+    losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad)
+    device = activations.device
+    out_grad = torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None else \
+        activations.new_empty((0,), device="cpu")
+    return torch.from_numpy(np.ascontiguousarray(losses)).to(device), out_grad.to(device)
+
+
+@_ctc_op.register_fake
+def _(activations, aux, key, want_grad):
+    n = _CALLS[key].batch_size(tuple(activations.shape))
+    grad = torch.empty_like(activations) if want_grad else activations.new_empty((0,))
+    return activations.new_empty((n,)), grad
+
+
+def _setup_context(ctx, inputs, output):
+    activations, aux, key, _want = inputs
+    ctx.batch_axis = _CALLS[key].batch_axis
+    ctx.n_aux = len(aux)
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, g_losses, _g_grad):
+    (grad,) = ctx.saved_tensors
+    if grad.numel() == 0 and g_losses.numel():
+        raise RuntimeError("ctcbridge: the gradient was not computed (the activations did not "
+                           "require grad when the loss was computed)")
+    if ctx.batch_axis is None:
+        scaled = grad * g_losses.reshape(())
+    else:
+        shape = [1] * grad.dim()
+        shape[ctx.batch_axis] = -1
+        scaled = grad * g_losses.reshape(shape)
+    return scaled, [None] * ctx.n_aux, None, None
+
+
+_ctc_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class TorchBridge:
+    name = "torch"
+
+    def ctc(self, call: CTCCall, activations, aux):
+        x = activations if isinstance(activations, torch.Tensor) else torch.as_tensor(activations)
+        tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+                   for a in aux]
+        want = bool(x.requires_grad and torch.is_grad_enabled())
+        losses, _ = _ctc_op(x, tensors, _key(call), want)
+        return losses
+
+    def asarray(self, x, like=None):
+        device = like.device if isinstance(like, torch.Tensor) else None
+        if isinstance(x, torch.Tensor):
+            return x.to(device) if device is not None else x
+        return torch.as_tensor(np.asarray(x), device=device)
+
+    def astype(self, x, like):
+        return self.asarray(x, like).to(like.dtype)
+
+    def sum(self, x):
+        return x.sum()
+
+    def mean(self, x):
+        return x.mean()
+
+    def maximum(self, x, value):
+        return torch.clamp(x, min=value)
+
+    def reshape(self, x, shape):
+        return x.reshape(shape)
+
+
+BRIDGE = TorchBridge()

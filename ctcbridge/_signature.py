@@ -1,0 +1,49 @@
+"""Helpers shared by the signature modules."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .errors import CTCError
+
+
+def shape_of(x) -> tuple:
+    """The shape of an array of any framework (or of nested lists)."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return np.shape(x)
+    try:
+        return tuple(shape)
+    except TypeError:  # TF TensorShape with unknown rank
+        return ()
+
+
+def integral(arr: np.ndarray, name: str, error=None) -> np.ndarray:
+    """An int64 copy of integer values; `error` (a CTCError subclass) otherwise."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        from .errors import CTCTypeError
+
+        raise (error or CTCTypeError)(f"{name} must be integral, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def reraise_as(error_type):
+    """Decorator: re-raise every ctcbridge error of the call as `error_type`
+    (keeping the message), for signatures whose native raises one type."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except CTCError as exc:
+                if isinstance(exc, error_type):
+                    raise
+                raise error_type(str(exc)) from None
+
+        return inner
+
+    return wrap

@@ -1,0 +1,201 @@
+"""optax's CTC signature, on any framework's arrays.
+
+Mirrors ``optax.ctc_loss(logits, logit_paddings, labels, label_paddings, *,
+blank_id=0, log_epsilon=-1e5)``:
+
+- ``logits`` (B, T, K) unnormalised, batch-major; ``logit_paddings`` (B, T),
+  1.0 for a padded frame.  A padded frame is skipped wherever it is, even in
+  the middle of a sequence (optax carries the state through it unchanged).
+- ``labels`` (B, N) integers; ``label_paddings`` (B, N): the label length is
+  N minus the sum of the paddings (only the sum matters, as in optax).
+- Returns per-sequence losses (B,).  Feasible samples get the exact CTC
+  loss and gradient; a sample with no valid alignment gets optax's own finite
+  value, the arithmetic of its ``log_epsilon`` (about ``-log_epsilon`` per
+  impossible step), and the gradient of that expression.
+
+Where optax is undefined ctcbridge raises instead: labels outside [0, K)
+(optax reads them as probability-1 emissions), paddings other than 0 and 1
+(optax interpolates log-probabilities), ``log_epsilon=-inf`` gives +inf for
+infeasible samples instead of NaN everywhere (see the divergence file).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ._arrays import bridge_for
+from ._arrays.call import CTCCall, Prepared
+from ._signature import integral, shape_of
+from .canonical import _as_int
+from .errors import CTCValueError
+
+__all__ = ["ctc_loss"]
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    return x - _logsumexp(x, -1)[..., None]
+
+
+def _optax_lattice(logits, pad, labels, length, blank, log_eps):
+    """optax's recursion for one sample, as a log-space lattice, in float64.
+
+    States are optax's ``phi[0..N]`` (n labels emitted, last frame blank or
+    none) then ``emit[0..N-1]`` (emitting label n).  Impossible moves carry
+    ``log_eps`` instead of -inf, exactly where optax adds it.  Returns the
+    loss and d loss / d logits (T, K); used only for samples without a valid
+    alignment, where that arithmetic is the result.
+    """
+    T, K = logits.shape
+    N = labels.size
+    D = 2 * N + 1
+    phi = np.arange(N + 1)
+    emit = N + 1 + np.arange(N)
+    rep = np.zeros(N)
+    rep[:-1] = labels[:-1] == labels[1:]
+    lp = _log_softmax(logits.astype(np.float64))
+    NEG = -np.inf
+
+    # epsilon move before each frame: emit[n] -> phi[n+1], log weight eps*rep[n]
+    eps_move = np.full((D, D), NEG)
+    eps_move[np.arange(D), np.arange(D)] = 0.0
+    eps_move[emit, phi[1:]] = log_eps * rep
+    final_move = np.full((D, D), NEG)
+    final_move[np.arange(D), np.arange(D)] = 0.0
+    final_move[emit, phi[1:]] = 0.0
+
+    def logmatmul(a, w):  # a (D,), w (D, D) -> (D,)
+        return _logsumexp(a[:, None] + w, 0)
+
+    def frame_move(t):
+        w = np.full((D, D), NEG)
+        lp_emit, lp_phi = lp[t, labels], lp[t, blank]
+        w[phi[:-1], emit] = lp_emit  # phi[n] -> emit[n]
+        w[emit, emit] = lp_emit  # emit self-loop
+        w[phi, phi] = lp_phi  # phi self-loop (blank)
+        w[emit, phi[1:]] = lp_phi + log_eps * (1.0 - rep)  # emit -> phi by a blank
+        # compose with the epsilon move (applied first)
+        return _logsumexp(eps_move[:, :, None] + w[None, :, :], 1)
+
+    alpha = np.full(D, log_eps)
+    alpha[0] = 0.0
+    alphas, moves = [], []
+    for t in range(T):
+        if pad[t]:
+            moves.append(None)
+        else:
+            w = frame_move(t)
+            alpha = logmatmul(alpha, w)
+            moves.append(w)
+        alphas.append(alpha)
+    final = logmatmul(alpha, final_move)
+    log_z = final[phi[length]]
+
+    # backward: beta[j] = log weight from state j (after frame t) to the end
+    beta = final_move[:, phi[length]].copy()
+    grad = np.zeros((T, K))
+    for t in range(T - 1, -1, -1):
+        if moves[t] is None:
+            continue
+        marg = np.exp(alphas[t] + beta - log_z)  # P(state j after frame t)
+        g = np.zeros(K)
+        np.add.at(g, labels, marg[emit])
+        g[blank] += marg[phi].sum()
+        # loss = -log_z; d loss / d logits = -(g - softmax * sum(g))
+        grad[t] = -(g - np.exp(lp[t]) * g.sum())
+        beta = _logsumexp(moves[t] + beta[None, :], 1)
+    return -log_z, grad
+
+
+def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_epsilon):
+    err = CTCValueError
+    if logits.ndim != 3:
+        raise err(f"logits must be 3-D (B, T, K), got shape {logits.shape}")
+    if labels.ndim != 2:
+        raise err(f"labels must be 2-D (B, N), got shape {labels.shape}")
+    B, T, K = logits.shape
+    if label_paddings.shape != labels.shape:
+        raise err(f"label_paddings has shape {label_paddings.shape}, labels {labels.shape}")
+    if logit_paddings.shape != (B, T):
+        raise err(f"logit_paddings has shape {logit_paddings.shape}, expected {(B, T)}")
+    if labels.shape[0] != B:
+        raise err(f"Expected `labels` to have batch size {B}, got {labels.shape[0]}.")
+    if not 0 <= blank_id < K:
+        raise err(f"blank_id = {blank_id} is outside [0, K = {K})")
+    pads = np.asarray(logit_paddings)
+    if not np.isin(pads, (0, 1)).all():
+        raise err("logit_paddings must hold 0 (frame used) or 1 (frame padded); got "
+                  f"{pads[~np.isin(pads, (0, 1))][0]!r}")
+    labels = integral(labels, "labels")
+    N = labels.shape[1]
+    # optax: labellens = N - sum(label_paddings), truncated to int32
+    label_lengths = (N - np.asarray(label_paddings, dtype=np.float64).sum(1)).astype(np.int64)
+    bad = np.flatnonzero((label_lengths < 0) | (label_lengths > N))
+    if bad.size:
+        raise err(f"label_paddings of sample {bad[0]} give a label length of "
+                  f"{label_lengths[bad[0]]}, outside [0, {N}]")
+    used = pads == 0
+    input_lengths = used.sum(1).astype(np.int64)
+    contiguous = all(used[b, : input_lengths[b]].all() for b in range(B))
+    acts, grad_back = logits, None
+    if not contiguous:  # gather the used frames to the front; scatter the gradient back
+        acts = np.zeros_like(logits)
+        for b in range(B):
+            acts[b, : input_lengths[b]] = logits[b, used[b]]
+
+        def grad_back(g):
+            out = np.zeros_like(g)
+            for b in range(B):
+                out[b, used[b]] = g[b, : input_lengths[b]]
+            return out
+
+    def post(losses, grad):
+        # samples without a valid alignment: optax's log_epsilon arithmetic
+        for b in np.flatnonzero(np.isposinf(losses)):
+            if not np.isfinite(log_epsilon):
+                continue  # optax gives NaN for every sample; we keep +inf (divergence file)
+            loss, g = _optax_lattice(logits[b], pads[b] == 1, labels[b], label_lengths[b],
+                                     blank_id, log_epsilon)
+            losses[b] = loss
+            if grad is not None:
+                grad[b] = g
+        return losses, grad
+
+    return Prepared(
+        acts,
+        labels,
+        dict(input_lengths=input_lengths, label_lengths=label_lengths, blank=blank_id,
+             layout="NTC", inputs="logits", infeasible="inf"),
+        grad_back=grad_back,
+        post=post,
+    )
+
+
+def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
+    """``optax.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
+    blank_id = _as_int(blank_id, "blank_id")
+    log_epsilon = float(log_epsilon)
+    shape = shape_of(logits)
+    if len(shape) != 3:
+        raise CTCValueError(f"logits must be 3-D (B, T, K), got shape {shape}")
+    call = CTCCall(
+        prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
+        batch_size=lambda s: s[0],
+        batch_axis=0,
+        key=("optax.ctc_loss", blank_id, log_epsilon),
+    )
+    bridge = bridge_for(logits, logit_paddings, labels, label_paddings)
+    losses = bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])
+    if bridge.name == "jax":  # optax's result has at least the default float precision
+        import jax.numpy as jnp
+
+        losses = losses.astype(jnp.promote_types(losses.dtype, jnp.result_type(float)))
+    return losses
