@@ -82,9 +82,9 @@ def _optax_lattice(logits, pad, labels, length, blank, log_eps):
         w[emit, emit] = lp_emit  # emit self-loop
         w[phi, phi] = lp_phi  # phi self-loop (blank)
         w[emit, phi[1:]] = lp_phi + log_eps * (1.0 - rep)  # emit -> phi by a blank
-        # compose with the epsilon move (applied first)
-        return _logsumexp(eps_move[:, :, None] + w[None, :, :], 1)
+        return w
 
+    # a used frame applies the epsilon move, then the frame's move
     alpha = np.full(D, log_eps)
     alpha[0] = 0.0
     alphas, moves = [], []
@@ -93,7 +93,7 @@ def _optax_lattice(logits, pad, labels, length, blank, log_eps):
             moves.append(None)
         else:
             w = frame_move(t)
-            alpha = logmatmul(alpha, w)
+            alpha = logmatmul(logmatmul(alpha, eps_move), w)
             moves.append(w)
         alphas.append(alpha)
     final = logmatmul(alpha, final_move)
@@ -105,13 +105,15 @@ def _optax_lattice(logits, pad, labels, length, blank, log_eps):
     for t in range(T - 1, -1, -1):
         if moves[t] is None:
             continue
-        marg = np.exp(alphas[t] + beta - log_z)  # P(state j after frame t)
+        with np.errstate(invalid="ignore"):
+            marg = np.exp(alphas[t] + beta - log_z)  # P(state j after frame t)
+        marg = np.nan_to_num(marg)  # -inf + -inf: a state no path visits
         g = np.zeros(K)
         np.add.at(g, labels, marg[emit])
         g[blank] += marg[phi].sum()
         # loss = -log_z; d loss / d logits = -(g - softmax * sum(g))
         grad[t] = -(g - np.exp(lp[t]) * g.sum())
-        beta = _logsumexp(moves[t] + beta[None, :], 1)
+        beta = _logsumexp(eps_move + _logsumexp(moves[t] + beta[None, :], 1)[None, :], 1)
     return -log_z, grad
 
 

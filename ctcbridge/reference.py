@@ -1,25 +1,60 @@
 """A readable float64 numpy reference of the CTC loss and its gradient.
 
-This is the yardstick the engine, every adapter and ``ctcbridge conform`` are
-measured against.  It follows the textbook definition in log space, one
-sample and one frame at a time, vectorised over the states of the extended
-label sequence only; it is slow and meant to be obviously right.  It is in
-turn checked against :func:`brute_force_nll`, which sums over every path.
+This module is the yardstick that the C engine, every framework adapter and
+``ctcbridge conform`` are measured against, so it is written to be obviously
+right rather than fast: it works in log space, one sample and one frame at a
+time, and uses numpy only to vectorise over the states of the extended label
+sequence.  It is itself checked against :func:`brute_force_nll`, which sums
+the probability of every path explicitly (``tests/test_reference.py``).
 
-Definition (one sample): with y_t(k) the log-probabilities of frame t and
-l' = (blank, l_1, blank, ..., l_L, blank) the extended sequence (S = 2L+1
-states),
+It imports numpy and the standard library only, so it keeps working when the
+compiled engine is missing or broken.
 
-    alpha_0(0) = y_0(blank), alpha_0(1) = y_0(l_1)
-    alpha_t(s) = logsumexp(alpha_{t-1}(s)   [self-loop],
-                           alpha_{t-1}(s-1),
-                           alpha_{t-1}(s-2) [skip, when allowed]) + y_t(l'_s)
-    loss = -logsumexp(alpha_{T-1}(S-1), alpha_{T-1}(S-2))
+Definition (one sample)
+-----------------------
+Let y_t(k) be the log-probability of class k at frame t (t < T_b, the
+sample's input length) and l = (l_1, ..., l_L) its label.  The extended
+sequence puts a blank around every label,
 
-The skip into label state s is allowed when l'_s != l'_{s-2}.  Options:
-``merge_repeated=False`` (TF's ``ctc_merge_repeated=False``) removes the
-label states' self-loops and always allows the skip; ``warp_blank_labels``
-(warp-ctc) never allows a skip into a label equal to the blank.
+    l' = (blank, l_1, blank, l_2, ..., blank, l_L, blank),   S' = 2L + 1 states,
+
+so even states are blanks and odd states are labels.  The forward variable
+alpha_t(s) is the log-probability of all partial paths that emit frames
+0..t and sit in state s at frame t:
+
+    alpha_0(0) = y_0(blank),  alpha_0(1) = y_0(l_1)
+    alpha_t(s) = logsumexp(alpha_{t-1}(s)      [self-loop, if allowed],
+                           alpha_{t-1}(s - 1),
+                           alpha_{t-1}(s - 2)  [skip, if allowed]) + y_t(l'_s)
+    loss = -logsumexp(alpha_{T_b-1}(S'-1), alpha_{T_b-1}(S'-2))
+
+(only state 0 ends a path when L = 0; with T_b = 0 the loss is 0 for an
+empty label and +inf otherwise).
+
+Transition rules:
+
+* default: every state has a self-loop; the skip into label state s (odd
+  s >= 3) is allowed iff l'_s != l'_{s-2}, i.e. two equal consecutive labels
+  need a blank between them (otherwise they would merge).
+* ``merge_repeated=False`` (TF's ``ctc_merge_repeated=False``): label states
+  have no self-loop (each label is emitted by exactly one frame) and the
+  skip is always allowed, since repeats are not merged and need no blank.
+* ``warp_blank_labels=True`` (warp-ctc): a label state whose value equals
+  the blank can never be entered by a skip.
+
+Gradient
+--------
+With beta_t(s) the log-probability of the rest of the path (frames t+1 ..
+T_b-1) given state s at frame t -- i.e. *excluding* the emission at t -- the
+posterior occupancy of state s at frame t is exp(alpha_t(s) + beta_t(s) +
+loss), and
+
+    gamma_t(k) = sum_{s : l'_s = k} exp(alpha_t(s) + beta_t(s) + loss)
+    d loss / d y_t(k) = -gamma_t(k)                 (inputs="log_probs")
+    d loss / d z_t(k) = softmax(z_t)(k) - gamma_t(k)  (inputs="logits")
+
+for t < T_b, and 0 for t >= T_b.  An infeasible sample (probability 0) has
+loss +inf and a NaN gradient on its frames t < T_b.
 """
 
 from __future__ import annotations
@@ -33,116 +68,231 @@ __all__ = ["ctc_loss", "ctc_loss_and_grad", "brute_force_nll"]
 NEG_INF = -np.inf
 
 
-def _logsumexp(*terms: np.ndarray) -> np.ndarray:
-    """Elementwise log(sum(exp(terms))) that maps all -inf to -inf without warnings."""
-    stack = np.stack(terms)
-    m = stack.max(axis=0)
-    safe = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = safe + np.log(np.exp(stack - safe).sum(axis=0))
-    return np.where(m == NEG_INF, NEG_INF, np.where(np.isnan(m) | (m == np.inf), m, out))
+# --------------------------------------------------------------------------
+# log-space helpers
+# --------------------------------------------------------------------------
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    return x - _logsumexp(*np.moveaxis(x, -1, 0))[..., None]
+def _logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """log(sum(exp(a))) along `axis`, stable and warning-free.
+
+    All -inf gives -inf (log 0), a NaN anywhere gives NaN.  The usual
+    max-shift is skipped where the maximum is not finite: shifting by -inf
+    would compute -inf - (-inf) = NaN.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    m = np.max(a, axis=axis, keepdims=True)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = np.log(np.sum(np.exp(a - shift), axis=axis, keepdims=True)) + shift
+    return np.squeeze(out, axis=axis)
 
 
-def _transitions(ext: np.ndarray, blank: int, merge_repeated: bool, warp_blank_labels: bool):
-    """(stay, skip) boolean masks of the S states."""
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    """log_softmax over the last (class) axis."""
+    return z - _logsumexp(z, axis=-1)[..., None]
+
+
+def _shift(v: np.ndarray, k: int) -> np.ndarray:
+    """out[s] = v[s - k], with -inf (log 0) where s - k is out of range.
+
+    k > 0 moves values to higher states (a predecessor's value seen from its
+    successor); k < 0 moves them to lower states (a successor seen from its
+    predecessor).
+    """
+    out = np.full_like(v, NEG_INF)
+    n = v.shape[-1]
+    if 0 < k < n:
+        out[k:] = v[:-k]
+    elif -n < k < 0:
+        out[:k] = v[-k:]
+    elif k == 0:
+        out[:] = v
+    return out
+
+
+# --------------------------------------------------------------------------
+# one sample
+# --------------------------------------------------------------------------
+
+
+def _extended(label: np.ndarray, blank: int) -> np.ndarray:
+    """l' = (blank, l_1, blank, ..., l_L, blank)."""
+    ext = np.full(2 * label.size + 1, blank, dtype=np.int64)
+    ext[1::2] = label
+    return ext
+
+
+def _transitions(ext: np.ndarray, blank: int, merge_repeated: bool,
+                 warp_blank_labels: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over the S' states, indexed by the *target* state.
+
+    stay[s]: the self-loop s -> s is allowed.
+    skip[s]: the skip s - 2 -> s is allowed.
+    (The step s - 1 -> s is always allowed.)
+    """
     S = ext.size
     is_label = np.arange(S) % 2 == 1
-    stay = ~is_label | merge_repeated
+    stay = np.ones(S, dtype=bool) if merge_repeated else ~is_label
     skip = np.zeros(S, dtype=bool)
-    if S > 3:
-        skip[3::2] = True if not merge_repeated else ext[3::2] != ext[1:-2:2]
-        if warp_blank_labels:
-            skip[3::2] &= ext[3::2] != blank
+    # Only label states s >= 3 can be skipped into: skipping into a blank
+    # state would jump over a label, and states 0 and 1 have no s - 2.
+    if merge_repeated:
+        # Equal neighbours need the blank between them, or they would merge.
+        skip[3::2] = ext[3::2] != ext[1:-2:2]
+    else:
+        skip[3::2] = True
+    if warp_blank_labels:
+        skip &= ext != blank
     return stay, skip
 
 
-def _one_sample(y: np.ndarray, label: np.ndarray, blank: int, merge_repeated: bool,
-                warp_blank_labels: bool):
-    """loss and d loss / d y (T, C) of one sample, y its used frames' log-probabilities."""
-    T, C = y.shape
-    L = label.size
-    S = 2 * L + 1
-    ext = np.full(S, blank, dtype=np.int64)
-    ext[1::2] = label
-    if T == 0:
-        return (0.0 if L == 0 else np.inf), np.zeros((0, C))
-    stay, skip = _transitions(ext, blank, merge_repeated, warp_blank_labels)
-    emit = y[:, ext]  # (T, S) log-emission of each state
-
-    def shifted(v: np.ndarray, k: int) -> np.ndarray:
-        return np.concatenate([np.full(k, NEG_INF), v[:-k]]) if k < v.size else np.full(v.size, NEG_INF)
-
+def _forward(emit: np.ndarray, stay: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """alpha (T, S'), including the emission at each frame."""
+    T, S = emit.shape
     alpha = np.full((T, S), NEG_INF)
-    alpha[0, 0] = emit[0, 0]
-    if S > 1:
-        alpha[0, 1] = emit[0, 1]
+    alpha[0, :2] = emit[0, :2]  # a path starts with the first blank or the first label
     for t in range(1, T):
         prev = alpha[t - 1]
-        alpha[t] = _logsumexp(
-            np.where(stay, prev, NEG_INF), shifted(prev, 1), np.where(skip, shifted(prev, 2), NEG_INF)
-        ) + emit[t]
-    ends = [alpha[T - 1, S - 1]] + ([alpha[T - 1, S - 2]] if S > 1 else [])
-    log_p = float(_logsumexp(*np.array(ends)[:, None])[0])
+        alpha[t] = _logsumexp(np.stack([
+            np.where(stay, prev, NEG_INF),               # s     -> s
+            _shift(prev, 1),                             # s - 1 -> s
+            np.where(skip, _shift(prev, 2), NEG_INF),    # s - 2 -> s
+        ])) + emit[t]
+    return alpha
 
-    # beta_t(s): log-probability of frames t+1.. given state s at t
-    # (excluding the emission at t), so alpha + beta is the joint log-prob
-    # of the paths through (t, s).
+
+def _backward(emit: np.ndarray, stay: np.ndarray, skip: np.ndarray,
+              final: np.ndarray) -> np.ndarray:
+    """beta (T, S'), *excluding* the emission at each frame.
+
+    beta_t(s) = log P(frames t+1 .. T-1 | state s at frame t), so that
+    alpha_t(s) + beta_t(s) is the log-probability of all complete paths
+    through state s at frame t.
+    """
+    T, S = emit.shape
     beta = np.full((T, S), NEG_INF)
-    beta[T - 1, S - 1] = 0.0
-    if S > 1:
-        beta[T - 1, S - 2] = 0.0
-
-    def ahead(v: np.ndarray, k: int) -> np.ndarray:
-        return np.concatenate([v[k:], np.full(k, NEG_INF)]) if k < v.size else np.full(v.size, NEG_INF)
-
-    skip_from = np.zeros(S, dtype=bool)  # may state s+2 be entered from s?
-    skip_from[: max(S - 2, 0)] = skip[2:]
+    beta[T - 1, final] = 0.0
     for t in range(T - 2, -1, -1):
-        nxt = beta[t + 1] + emit[t + 1]
-        beta[t] = _logsumexp(np.where(stay, nxt, NEG_INF), ahead(nxt, 1),
-                             np.where(skip_from, ahead(nxt, 2), NEG_INF))
+        nxt = beta[t + 1] + emit[t + 1]  # value of being in state r at frame t + 1
+        # The masks are indexed by the target state r, so mask before shifting
+        # the target's value back onto its source s = r, r - 1, r - 2.
+        beta[t] = _logsumexp(np.stack([
+            np.where(stay, nxt, NEG_INF),                # s -> s
+            _shift(nxt, -1),                             # s -> s + 1
+            _shift(np.where(skip, nxt, NEG_INF), -2),    # s -> s + 2
+        ]))
+    return beta
 
+
+def _one_sample(y: np.ndarray, label: np.ndarray, blank: int, merge_repeated: bool,
+                warp_blank_labels: bool) -> tuple[float, np.ndarray]:
+    """(loss, d loss / d y) of one sample; y (T_b, C) holds its used frames' log-probs."""
+    T, C = y.shape
+    L = label.size
+    if T == 0:
+        # No frames: only the empty label has a (single, empty) path.
+        return (0.0 if L == 0 else np.inf), np.zeros((0, C))
+
+    ext = _extended(label, blank)
+    S = ext.size
+    stay, skip = _transitions(ext, blank, merge_repeated, warp_blank_labels)
+    final = np.array([S - 1, S - 2] if L > 0 else [0])  # a path ends on the last label or blank
+    emit = y[:, ext]  # (T, S') log-emission of each state
+
+    alpha = _forward(emit, stay, skip)
+    log_p = float(_logsumexp(alpha[T - 1, final]))
     if not np.isfinite(log_p):
-        loss = -log_p if not np.isnan(log_p) else np.nan
-        return loss, np.full((T, C), np.nan)
-    with np.errstate(invalid="ignore"):
-        occupancy = np.exp(alpha + beta - log_p)  # (T, S) posterior of each state
+        # Infeasible (log_p = -inf, loss +inf) or NaN input: the gradient is
+        # undefined on every used frame.
+        return -log_p, np.full((T, C), np.nan)
+
+    beta = _backward(emit, stay, skip, final)
+    occupancy = np.exp(alpha + beta - log_p)  # (T, S') posterior of each state; rows sum to 1
+    # gamma_t(k): add up the occupancies of all states that emit class k
+    # (the blank and repeated labels own several states).
     gamma = np.zeros((T, C))
-    for s in range(S):
-        gamma[:, ext[s]] += occupancy[:, s]
-    return -log_p, -gamma  # d(-log p)/dy_t(k) = -gamma_t(k)
+    np.add.at(gamma.T, ext, occupancy.T)
+    return -log_p, -gamma
+
+
+# --------------------------------------------------------------------------
+# batch API
+# --------------------------------------------------------------------------
 
 
 def _split_labels(labels, label_lengths, N: int) -> list[np.ndarray]:
-    if isinstance(labels, (list, tuple)) and labels and not np.isscalar(labels[0]) and (
-        label_lengths is None or np.ndim(labels) != 2
-    ):
-        seqs = [np.asarray(seq, dtype=np.int64).ravel() for seq in labels]
-        if label_lengths is not None:
-            seqs = [seq[: int(n)] for seq, n in zip(seqs, label_lengths)]
-        return seqs
-    arr = np.asarray(labels, dtype=np.int64)
-    if arr.ndim == 2:
-        lengths = [arr.shape[1]] * N if label_lengths is None else label_lengths
-        return [arr[n, : int(lengths[n])] for n in range(N)]
-    if arr.ndim == 1:
-        lengths = [arr.size] if label_lengths is None else label_lengths
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
-        return [arr[offsets[n]: offsets[n + 1]] for n in range(N)]
-    raise ValueError(f"labels must be 2-D padded, 1-D concatenated or a list, got {arr.shape}")
+    """One int64 label array per sample, from any of the accepted label forms.
+
+    * 2-D (N, S) padded array: row n, truncated to label_lengths[n] (default S);
+    * 1-D concatenated array: consecutive runs of label_lengths[n] entries
+      (label_lengths may be omitted when N == 1);
+    * a list/tuple of N 1-D sequences (ragged allowed), truncated to
+      label_lengths[n] when given.
+    """
+    if isinstance(labels, (list, tuple)) and any(np.ndim(seq) > 0 for seq in labels):
+        seqs = [np.asarray(seq, dtype=np.int64).reshape(-1) for seq in labels]
+        if len(seqs) != N:
+            raise ValueError(f"labels holds {len(seqs)} sequences but the batch has {N} samples")
+        lengths = [seq.size for seq in seqs] if label_lengths is None else _ints(label_lengths)
+    else:
+        arr = np.asarray(labels, dtype=np.int64)
+        if arr.ndim == 2:
+            if arr.shape[0] != N:
+                raise ValueError(f"labels has {arr.shape[0]} rows but the batch has {N} samples")
+            seqs = list(arr)
+            lengths = [arr.shape[1]] * N if label_lengths is None else _ints(label_lengths)
+        elif arr.ndim == 1:
+            if label_lengths is None:
+                if N != 1:
+                    raise ValueError("label_lengths is required with 1-D (concatenated) labels "
+                                     f"and a batch of {N} samples")
+                label_lengths = [arr.size]
+            lengths = _ints(label_lengths)
+            if len(lengths) != N or min(lengths, default=0) < 0 or sum(lengths) != arr.size:
+                raise ValueError(f"label_lengths {lengths} do not split {arr.size} "
+                                 f"concatenated labels into {N} samples")
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+            seqs = [arr[offsets[n]:offsets[n + 1]] for n in range(N)]
+        else:
+            raise ValueError("labels must be 2-D padded, 1-D concatenated or a list of "
+                             f"sequences, got shape {arr.shape}")
+    if len(lengths) != N:
+        raise ValueError(f"label_lengths has {len(lengths)} entries but the batch has {N} samples")
+    for n, (seq, length) in enumerate(zip(seqs, lengths)):
+        if not 0 <= length <= seq.size:
+            raise ValueError(f"label_lengths[{n}] = {length} is outside [0, {seq.size}]")
+    return [seq[:length] for seq, length in zip(seqs, lengths)]
 
 
-def ctc_loss_and_grad(activations, labels, input_lengths=None, label_lengths=None, *, blank=0,
-                      layout="TNC", inputs="logits", merge_repeated=True, warp_blank_labels=False):
-    """(losses (N,), grad shaped like activations), both float64.
+def _ints(values) -> list[int]:
+    return [int(v) for v in np.asarray(values).reshape(-1)]
 
-    Same conventions as :func:`ctcbridge.ctc_loss_and_grad` with
-    ``reduction="none"``: an infeasible sample has loss +inf and NaN gradient
-    on its frames; frames past an input length get gradient 0.
+
+def ctc_loss_and_grad(activations, labels, input_lengths=None, label_lengths=None, *,
+                      blank=0, layout="TNC", inputs="logits",
+                      merge_repeated=True, warp_blank_labels=False):
+    """Per-sample CTC losses and the gradient of their sum, in float64.
+
+    Parameters
+    ----------
+    activations : array (T, N, C) for ``layout="TNC"`` or (N, T, C) for "NTC".
+    labels : 2-D (N, S) padded, 1-D concatenated (with ``label_lengths``) or
+        a list of N 1-D sequences.
+    input_lengths : (N,) ints in [0, T]; default T.  Frames t >= T_b are
+        ignored and get gradient 0.
+    label_lengths : (N,) ints; default the full rows / sequences.
+    blank : class index of the blank, in [0, C).
+    inputs : "logits" (log_softmax is applied over C) or "log_probs" (used
+        as given; -inf entries are fine).
+    merge_repeated, warp_blank_labels : transition rules, see the module
+        docstring.
+
+    Returns
+    -------
+    losses : (N,) float64, +inf for an infeasible sample.
+    grad : float64, shaped like ``activations``: d sum(losses) / d activations,
+        NaN on the used frames of an infeasible sample.
     """
     if layout not in ("TNC", "NTC"):
         raise ValueError(f"layout must be 'TNC' or 'NTC', got {layout!r}")
@@ -151,48 +301,74 @@ def ctc_loss_and_grad(activations, labels, input_lengths=None, label_lengths=Non
     x = np.asarray(activations, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"activations must be 3-D, got shape {x.shape}")
-    tnc = x if layout == "TNC" else x.transpose(1, 0, 2)
+    tnc = x if layout == "TNC" else x.transpose(1, 0, 2)  # a view; work in (T, N, C)
     T, N, C = tnc.shape
-    lengths = [T] * N if input_lengths is None else [int(v) for v in input_lengths]
+    blank = int(blank)
+    if not 0 <= blank < C:
+        raise ValueError(f"blank = {blank} is outside [0, C = {C})")
+
+    frames = [T] * N if input_lengths is None else _ints(input_lengths)
+    if len(frames) != N:
+        raise ValueError(f"input_lengths has {len(frames)} entries but the batch has {N} samples")
     seqs = _split_labels(labels, label_lengths, N)
+
     losses = np.zeros(N)
     grad = np.zeros((T, N, C))
     for n in range(N):
-        Tb = lengths[n]
+        Tb, label = frames[n], seqs[n]
+        if not 0 <= Tb <= T:
+            raise ValueError(f"input_lengths[{n}] = {Tb} is outside [0, T = {T}]")
+        if label.size and (label.min() < 0 or label.max() >= C):
+            # checked because a negative label would silently index from the end
+            raise ValueError(f"sample {n}'s labels {label.tolist()} are not all in [0, {C})")
         z = tnc[:Tb, n]
         y = _log_softmax(z) if inputs == "logits" else z
-        loss, dy = _one_sample(y, seqs[n], blank, merge_repeated, warp_blank_labels)
-        losses[n] = loss
+        losses[n], dy = _one_sample(y, label, blank, merge_repeated, warp_blank_labels)
         if inputs == "logits":
-            # chain rule through log_softmax: dz = dy - softmax * sum(dy)
-            grad[:Tb, n] = dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+            # d loss / d z = softmax(z) - gamma, and dy = -gamma (NaN stays NaN).
+            grad[:Tb, n] = np.exp(y) + dy
         else:
             grad[:Tb, n] = dy
     if layout == "NTC":
-        grad = grad.transpose(1, 0, 2)
+        grad = np.ascontiguousarray(grad.transpose(1, 0, 2))
     return losses, grad
 
 
-def ctc_loss(activations, labels, input_lengths=None, label_lengths=None, **kwargs):
+def ctc_loss(activations, labels, input_lengths=None, label_lengths=None, *,
+             blank=0, layout="TNC", inputs="logits",
+             merge_repeated=True, warp_blank_labels=False):
     """Per-sample losses (N,) float64; see :func:`ctc_loss_and_grad`."""
-    return ctc_loss_and_grad(activations, labels, input_lengths, label_lengths, **kwargs)[0]
+    return ctc_loss_and_grad(activations, labels, input_lengths, label_lengths, blank=blank,
+                             layout=layout, inputs=inputs, merge_repeated=merge_repeated,
+                             warp_blank_labels=warp_blank_labels)[0]
+
+
+# --------------------------------------------------------------------------
+# the definition itself, for tiny cases
+# --------------------------------------------------------------------------
+
+
+def _collapse(path, blank: int, merge_repeated: bool) -> tuple[int, ...]:
+    """The label a path emits: merge consecutive repeats (if asked), then drop blanks."""
+    if merge_repeated:
+        path = [k for i, k in enumerate(path) if i == 0 or path[i - 1] != k]
+    return tuple(k for k in path if k != blank)
 
 
 def brute_force_nll(log_probs, label, blank=0, merge_repeated=True):
-    """-log of the summed probability of every length-T path that collapses to `label`.
+    """-log of the total probability of every length-T path that collapses to `label`.
 
-    ``log_probs`` is (T, C) for one sample; the collapse merges consecutive
-    repeats (unless ``merge_repeated=False``) and then removes blanks.  It
-    enumerates C**T paths: tiny cases only.
+    ``log_probs`` is (T, C) for one sample.  All C**T paths are enumerated,
+    so this is for tiny T and C only.  Returns +inf when no path collapses
+    to `label` (in particular whenever `label` contains the blank, which the
+    collapse always removes).
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     T, C = lp.shape
-    target = tuple(int(v) for v in label)
-    total = NEG_INF
-    for path in itertools.product(range(C), repeat=T):
-        collapsed = [k for i, k in enumerate(path)
-                     if not (merge_repeated and i > 0 and path[i - 1] == k)]
-        if tuple(k for k in collapsed if k != blank) == target:
-            score = float(lp[np.arange(T), path].sum())
-            total = np.logaddexp(total, score)
-    return -total
+    target = tuple(int(v) for v in np.asarray(label).reshape(-1))
+    scores = [float(lp[np.arange(T), list(path)].sum())
+              for path in itertools.product(range(C), repeat=T)
+              if _collapse(path, blank, merge_repeated) == target]
+    if not scores:
+        return np.inf
+    return -float(_logsumexp(np.array(scores)))

@@ -7,8 +7,9 @@ target_lengths, blank=0, reduction='mean', zero_infinity=False)`` and
 - ``log_probs`` (T, N, C) log-probabilities (or unbatched (T, C)), used as
   given; the gradient is the exact ``-gamma`` (torch returns
   ``exp(log_probs) - gamma``, which equals it only through a ``log_softmax``).
-- ``targets`` padded (N, S) or concatenated 1-D (unbatched: (S,)); any integer
-  (or float, cast like torch) dtype; entries past ``target_lengths`` ignored.
+- ``targets`` padded (N, S) (entries past ``target_lengths`` ignored) or
+  concatenated 1-D with exactly ``sum(target_lengths)`` entries (as torch
+  requires); any integer (or float, cast like torch) dtype.
 - lengths: integer tensors, arrays, tuples or lists.
 - ``reduction``: 'none' (N,), 'sum', 'mean' = mean over the batch of each
   loss divided by its target length clamped to at least 1.
@@ -50,21 +51,18 @@ def _prepare(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     input_lengths = integral(input_lengths, "input_lengths", err).reshape(-1)
     target_lengths = integral(target_lengths, "target_lengths", err).reshape(-1)
     grad_back = None
-    if unbatched:
+    if unbatched:  # one sample; targets stay 1-D concatenated or (1, S) padded
         log_probs = log_probs[:, None, :]
-        if targets.ndim != 1:
-            raise err(f"targets must be 1-D (S,) for unbatched log_probs, got {targets.shape}")
-        targets = targets[None, :]
         grad_back = partial(np.squeeze, axis=1)
     N = log_probs.shape[1]
     for name, arr in (("input_lengths", input_lengths), ("target_lengths", target_lengths)):
         if arr.shape != (N,):
             raise err(f"{name} must have {N} entries (the batch size), got {arr.size}")
-    if targets.ndim == 1:
-        total = int(target_lengths.sum()) if (target_lengths >= 0).all() else 0
-        if total > targets.size:
-            raise err(f"target_lengths add up to {total} but targets holds {targets.size}")
-        targets = targets[:total]
+    if targets.ndim == 1:  # concatenated: exactly sum(target_lengths) entries, as in torch
+        total = int(target_lengths[target_lengths > 0].sum())
+        if total != targets.size:
+            raise err(f"Expected tensor to have size {total} at dimension 0, but got size "
+                      f"{targets.size} for argument #2 'targets' (the sum of target_lengths)")
     elif targets.ndim != 2 or targets.shape[0] != N:
         raise err(f"targets must be (N={N}, S) padded or 1-D concatenated, got {targets.shape}")
     return Prepared(

@@ -1,0 +1,110 @@
+"""ctcbridge.optax against optax.ctc_loss (nox session `jax`, run with and
+without JAX_ENABLE_X64)."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ctcbridge.optax as co
+from native_cases import close, make_case
+
+X64 = bool(jax.config.jax_enable_x64)
+FLOAT = np.float64 if X64 else np.float32
+
+
+def test_signature_parity():
+    ours = inspect.signature(co.ctc_loss).parameters
+    native = inspect.signature(optax.ctc_loss).parameters
+    assert list(ours) == list(native)
+    assert [p.kind for p in ours.values()] == [p.kind for p in native.values()]
+    assert [p.default for p in ours.values()] == [p.default for p in native.values()]
+
+
+def _optax_args(case, rng, holes: bool, junk_padding: bool):
+    logits = case.logits.transpose(1, 0, 2).astype(FLOAT)  # (B, T, K)
+    B, T, _ = logits.shape
+    t = np.arange(T)[None, :]
+    pads = (t >= case.input_lengths[:, None]).astype(FLOAT)
+    if holes:  # padded frames in the middle: optax skips them
+        pads[rng.random((B, T)) < 0.15] = 1.0
+    S = case.labels.shape[1]
+    lab_pads = (np.arange(S)[None, :] >= case.label_lengths[:, None]).astype(FLOAT)
+    labels = case.labels.astype(np.int32).copy()
+    if junk_padding:
+        labels[lab_pads == 1] = rng.integers(0, case.C, size=int(lab_pads.sum()))
+    return [jnp.asarray(a) for a in (logits, pads, labels, lab_pads)]
+
+
+def _loss_and_grad(fn, args, blank):
+    f = lambda z: fn(z, *args[1:], blank_id=blank).sum()  # noqa: E731
+    loss = fn(*args, blank_id=blank)
+    grad = jax.grad(f)(args[0])
+    return np.asarray(loss), np.asarray(grad)
+
+
+@pytest.mark.parametrize("seed", range(220))
+def test_against_native(seed):
+    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero")
+    rng = np.random.default_rng(seed)
+    args = _optax_args(case, rng, holes=seed % 3 == 0, junk_padding=seed % 2 == 0)
+    lo, go = _loss_and_grad(co.ctc_loss, args, case.blank)
+    ln, gn = _loss_and_grad(optax.ctc_loss, args, case.blank)
+    assert lo.dtype == ln.dtype and lo.shape == ln.shape
+    infeasible = ln > 1e4  # optax's log_epsilon arithmetic (about 1e5 per impossible step)
+    if X64:
+        close(lo, ln, 1e-9, 1e-9)
+        close(go, gn, 0, 1e-8)
+        return
+    # float32: optax's own recursion runs in float32; ctcbridge computes in double
+    close(lo[~infeasible], ln[~infeasible], 2e-4, 2e-4)
+    close(lo[infeasible], ln[infeasible], 1e-6, 0)
+    close(go[~infeasible], gn[~infeasible], 0, 2e-3)
+    # optax's float32 log_epsilon arithmetic (values near 1e5) loses ~1e-2 in the gradient
+    close(go[infeasible], gn[infeasible], 0, 5e-2)
+
+
+def test_jit_vmap_grad():
+    case = make_case(8)
+    args = _optax_args(case, np.random.default_rng(0), holes=True, junk_padding=False)
+    eager = co.ctc_loss(*args)
+    jitted = jax.jit(co.ctc_loss)(*args)
+    close(np.asarray(jitted), np.asarray(eager), 1e-6, 1e-6)
+    vmapped = jax.vmap(lambda z, p, l, q: co.ctc_loss(z[None], p[None], l[None], q[None])[0])(*args)
+    close(np.asarray(vmapped), np.asarray(eager), 1e-6, 1e-6)
+    value, grad = jax.jit(jax.value_and_grad(lambda z: co.ctc_loss(z, *args[1:]).mean()))(args[0])
+    native = jax.grad(lambda z: optax.ctc_loss(z, *args[1:]).mean())(args[0])
+    close(np.asarray(grad), np.asarray(native), 0, 2e-3)
+    assert np.isclose(float(value), float(np.asarray(eager).mean()), rtol=1e-6)
+
+
+def test_zero_length_and_empty_labels():
+    logits = jnp.asarray(np.random.default_rng(1).standard_normal((2, 6, 4)).astype(FLOAT))
+    pads = jnp.asarray(np.array([[1.0] * 6, [0.0] * 6], dtype=FLOAT))
+    labels = jnp.asarray(np.array([[1, 2], [3, 0]], dtype=np.int32))
+    lab_pads = jnp.asarray(np.array([[0.0, 0.0], [1.0, 1.0]], dtype=FLOAT))
+    close(np.asarray(co.ctc_loss(logits, pads, labels, lab_pads)),
+          np.asarray(optax.ctc_loss(logits, pads, labels, lab_pads)), 1e-6, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(labels=np.array([[1, 9]], np.int32)), "is 9"),
+        (dict(logit_paddings=np.full((1, 5), 0.5, FLOAT)), "must hold 0"),
+        (dict(logits=np.zeros((5, 4), FLOAT)), "3-D"),
+        (dict(labels=np.array([[1, 2], [1, 2]], np.int32),
+              label_paddings=np.zeros((2, 2), FLOAT)), "batch size 1, got 2"),
+    ],
+)
+def test_errors(change, match):
+    args = dict(logits=np.zeros((1, 5, 4), FLOAT), logit_paddings=np.zeros((1, 5), FLOAT),
+                labels=np.array([[1, 2]], np.int32), label_paddings=np.zeros((1, 2), FLOAT))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        co.ctc_loss(**{k: jnp.asarray(v) for k, v in args.items()})

@@ -1,0 +1,153 @@
+"""ctcbridge.torch against torch.nn.functional.ctc_loss (nox session `torch`)."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ctcbridge.torch as ct
+from ctcbridge.errors import CTCRuntimeError
+from native_cases import close, make_case
+
+REDUCTIONS = ["none", "sum", "mean"]
+
+
+def test_signature_parity():
+    ours = inspect.signature(ct.ctc_loss).parameters
+    native = inspect.signature(F.ctc_loss).parameters
+    assert list(ours) == list(native)
+    assert [p.default for p in ours.values()] == [p.default for p in native.values()]
+    ours_cls = inspect.signature(ct.CTCLoss.__init__).parameters
+    native_cls = inspect.signature(torch.nn.CTCLoss.__init__).parameters
+    assert list(ours_cls) == list(native_cls)
+    assert [p.default for p in ours_cls.values()] == [p.default for p in native_cls.values()]
+    assert isinstance(ct.CTCLoss(), torch.nn.Module)
+
+
+def _both(case, dtype, reduction, zero_infinity, concatenated):
+    x = torch.tensor(case.logits, dtype=dtype)
+    targets = torch.from_numpy(case.labels)
+    if concatenated:
+        targets = torch.cat([targets[n, : case.label_lengths[n]] for n in range(case.N)])
+    il = torch.from_numpy(case.input_lengths)
+    tl = torch.from_numpy(case.label_lengths)
+    out = []
+    for fn in (ct.ctc_loss, F.ctc_loss):
+        xg = x.clone().requires_grad_()
+        loss = fn(xg.log_softmax(-1), targets, il, tl, blank=case.blank, reduction=reduction,
+                  zero_infinity=zero_infinity)
+        loss.sum().backward()
+        out.append((loss.detach().numpy(), xg.grad.numpy()))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(240))
+def test_against_native(seed):
+    """Loss and gradient (through log_softmax) against torch's own CTC.
+
+    float32 cases are held to torch's float64 result (tight), and to torch's
+    float32 result loosely: torch's float32 recursion drifts (gradients off by
+    up to ~1.5e-2 on sequences of a few hundred frames, beyond the bound
+    |softmax - gamma| <= 1) while ctcbridge computes in double (recorded in
+    the divergence file)."""
+    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero")
+    dtype = torch.float64 if seed % 2 else torch.float32
+    reduction = REDUCTIONS[seed % 3]
+    zero_infinity = seed % 5 == 0
+    concatenated = seed % 4 == 2
+    (lo, go), (ln, gn) = _both(case, dtype, reduction, zero_infinity, concatenated)
+    if dtype == torch.float64:
+        close(lo, ln, 1e-9, 1e-9)
+        close(go, gn, 0, 1e-9)
+        return
+    _, (l64, g64) = _both(case, torch.float64, reduction, zero_infinity, concatenated)
+    close(lo, l64, 2e-5, 2e-5)
+    close(go, g64, 0, 2e-4)
+    close(lo, ln, 2e-3, 2e-3)
+    close(go, gn, 0, 5e-2)
+
+
+def test_unbatched_and_tuple_lengths():
+    case = make_case(5)
+    lp = torch.tensor(case.logits[:, 0]).log_softmax(-1)
+    t = torch.from_numpy(case.labels[0, : case.label_lengths[0]])
+    il, tl = torch.tensor(int(case.input_lengths[0])), torch.tensor(int(case.label_lengths[0]))
+    for red in REDUCTIONS:
+        a = ct.ctc_loss(lp, t, il, tl, reduction=red)
+        b = F.ctc_loss(lp, t, il, tl, reduction=red)
+        assert a.shape == b.shape == ()
+        close(a.numpy(), b.numpy(), 1e-9, 1e-9)
+    batched = torch.tensor(case.logits).log_softmax(-1)
+    flat = torch.cat([torch.from_numpy(case.labels[n, : case.label_lengths[n]])
+                      for n in range(case.N)])
+    args = (flat, tuple(case.input_lengths.tolist()), list(case.label_lengths.tolist()))
+    close(ct.ctc_loss(batched, *args, reduction="none").numpy(),
+          F.ctc_loss(batched, *args, reduction="none").numpy(), 1e-9, 1e-9)
+
+
+def test_gradcheck_float64_exact_gradient():
+    """The gradient w.r.t. log_probs is the exact -gamma, so gradcheck passes on
+    free log-probabilities (torch's own exp(lp) - gamma does not)."""
+    case = make_case(11, allow_infeasible=False)
+    lp = torch.tensor(case.logits[:8, :2, :5]).log_softmax(-1).requires_grad_()
+    t = torch.tensor([[1, 2], [3, 3]])
+    il, tl = torch.tensor([8, 7]), torch.tensor([2, 2])
+    assert torch.autograd.gradcheck(lambda z: ct.ctc_loss(z, t, il, tl), (lp,))
+    assert not torch.autograd.gradcheck(lambda z: F.ctc_loss(z, t, il, tl), (lp,),
+                                        raise_exception=False)
+
+
+def test_ctcloss_module_and_compile():
+    case = make_case(3, allow_infeasible=False)
+    x = torch.tensor(case.logits, dtype=torch.float32, requires_grad=True)
+    args = (torch.from_numpy(case.labels), torch.from_numpy(case.input_lengths),
+            torch.from_numpy(case.label_lengths))
+    module = ct.CTCLoss(blank=case.blank, reduction="mean")
+    eager = module(x.log_softmax(-1), *args)
+    compiled = torch.compile(lambda z: module(z.log_softmax(-1), *args), fullgraph=True)
+    y = compiled(x)
+    torch.testing.assert_close(y, eager)
+    (g_compiled,) = torch.autograd.grad(y, x)
+    (g_eager,) = torch.autograd.grad(module(x.log_softmax(-1), *args), x)
+    torch.testing.assert_close(g_compiled, g_eager)
+    native = F.ctc_loss(x.log_softmax(-1), *args, blank=case.blank)
+    torch.testing.assert_close(eager, native, rtol=2e-5, atol=2e-5)
+
+
+def test_returns_numpy_for_numpy_and_no_grad_mode():
+    case = make_case(4)
+    lp = torch.tensor(case.logits).log_softmax(-1).numpy()
+    loss = ct.ctc_loss(lp, case.labels, case.input_lengths, case.label_lengths, reduction="none")
+    assert isinstance(loss, np.ndarray) and loss.shape == (case.N,)
+    with torch.no_grad():
+        t = ct.ctc_loss(torch.from_numpy(lp), torch.from_numpy(case.labels),
+                        torch.from_numpy(case.input_lengths), torch.from_numpy(case.label_lengths),
+                        reduction="none")
+    close(t.numpy(), loss, 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize(
+    "change,exc,match",
+    [
+        (dict(input_lengths=torch.tensor([-1])), RuntimeError, r"input_lengths\[0\] = -1"),
+        (dict(input_lengths=torch.tensor([7])), RuntimeError, r"input_lengths\[0\] = 7"),
+        (dict(input_lengths=torch.tensor([2.0])), RuntimeError, "input_lengths must be integral"),
+        (dict(target_lengths=torch.tensor([3])), RuntimeError, r"label_lengths\[0\] = 3"),
+        (dict(targets=torch.tensor([[1, 9]])), RuntimeError, "is 9"),
+        (dict(blank=4), RuntimeError, "blank must be in label range"),
+        (dict(reduction="avg"), ValueError, "avg is not a valid value for reduction"),
+    ],
+)
+def test_errors(change, exc, match):
+    args = dict(log_probs=torch.zeros(6, 1, 4).log_softmax(-1), targets=torch.tensor([[1, 2]]),
+                input_lengths=torch.tensor([6]), target_lengths=torch.tensor([2]))
+    args.update(change)
+    with pytest.raises(exc, match=match):
+        ct.ctc_loss(**args)
+    if exc is RuntimeError:
+        with pytest.raises(CTCRuntimeError):
+            ct.ctc_loss(**args)
