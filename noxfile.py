@@ -1,7 +1,8 @@
 """nox sessions of ctcbridge.
 
-`nox` (the README's test command) runs the default set: the C tests and the
-Python tests.  Framework sessions come with the adapters; `bench` is opt-in.
+`nox` (the README's test command) runs the default set: the C tests, the
+Python tests, and one session per framework (each in its own environment)
+comparing the adapters with the framework's own CTC.  `bench` is opt-in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["ctests", "tests"]
+nox.options.sessions = ["ctests", "tests", "torch", "jax"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -44,7 +45,23 @@ def ctests(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Install the package and run the Python tests (engine vs reference, errors, threads)."""
     session.install(".", *TEST_DEPS)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/frameworks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def torch(session: nox.Session) -> None:
+    """ctcbridge.torch against torch's own CTC (torch 2.13.0 CPU): values, gradients, compile."""
+    session.install(".", TORCH, *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_torch.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def jax(session: nox.Session) -> None:
+    """ctcbridge.optax against optax.ctc_loss, with and without JAX_ENABLE_X64."""
+    session.install(".", "jax", "optax", *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs)
+    session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs,
+                env={"JAX_ENABLE_X64": "1"})
 
 
 @nox.session(python=PYTHON, default=False)

@@ -40,19 +40,27 @@ class NativeCase:
                          > self.input_lengths[n] for n in range(self.N)])
 
 
+# Fixed shapes (T, N, C, S) for natives that compile per shape (XLA): the
+# lengths, labels and values still vary case by case.
+BUCKETS = [(12, 3, 5, 6), (40, 4, 9, 15), (60, 2, 30, 25), (150, 8, 28, 40),
+           (300, 3, 200, 60), (400, 2, 500, 30)]
+
+
 def make_case(seed: int, *, blank: str = "zero", allow_infeasible: bool = True,
-              min_label: int = 0) -> NativeCase:
+              min_label: int = 0, bucketed: bool = False) -> NativeCase:
     rng = np.random.default_rng(seed)
     big = seed % 10 == 0
     T = int(rng.integers(1, 400 if big else 60))
     C = int(rng.integers(2, 500 if big else 30))
     N = int(rng.integers(1, 17 if big else 6))
+    if bucketed:
+        T, N, C, S_fixed = BUCKETS[seed % len(BUCKETS)]
     b = {"zero": 0, "last": C - 1, "any": int(rng.integers(0, C))}[blank]
     non_blank = np.array([c for c in range(C) if c != b])
     scale = 30.0 if seed % 7 == 3 else float(rng.choice([0.5, 1.0, 3.0]))
     logits = rng.standard_normal((T, N, C)) * scale
     input_lengths = rng.integers(max(1, T // 2), T + 1, size=N) if seed % 3 else np.full(N, T)
-    S = int(rng.integers(min_label, max(min_label, T // 2) + 2))
+    S = S_fixed if bucketed else int(rng.integers(min_label, max(min_label, T // 2) + 2))
     labels = np.full((N, S), b, dtype=np.int64)
     label_lengths = np.zeros(N, dtype=np.int64)
     for n in range(N):

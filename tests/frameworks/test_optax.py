@@ -42,35 +42,48 @@ def _optax_args(case, rng, holes: bool, junk_padding: bool):
 
 
 def _loss_and_grad(fn, args, blank):
-    f = lambda z: fn(z, *args[1:], blank_id=blank).sum()  # noqa: E731
+    f = lambda z, *rest: fn(z, *rest, blank_id=blank).sum()  # noqa: E731
     loss = fn(*args, blank_id=blank)
-    grad = jax.grad(f)(args[0])
+    grad = jax.grad(f)(*args)
     return np.asarray(loss), np.asarray(grad)
+
+
+# optax eagerly re-traces its scan on every call: jit it, compiled once per shape
+_native_loss = jax.jit(optax.ctc_loss, static_argnames="blank_id")
+_native_grad = jax.jit(jax.grad(lambda z, p, l, q, blank_id: optax.ctc_loss(
+    z, p, l, q, blank_id=blank_id).sum()), static_argnames="blank_id")
+
+
+def _native(args, blank):
+    return (np.asarray(_native_loss(*args, blank_id=blank)),
+            np.asarray(_native_grad(*args, blank_id=blank)))
 
 
 @pytest.mark.parametrize("seed", range(220))
 def test_against_native(seed):
-    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero")
+    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero", bucketed=True)
     rng = np.random.default_rng(seed)
     args = _optax_args(case, rng, holes=seed % 3 == 0, junk_padding=seed % 2 == 0)
     lo, go = _loss_and_grad(co.ctc_loss, args, case.blank)
-    ln, gn = _loss_and_grad(optax.ctc_loss, args, case.blank)
+    ln, gn = _native(args, case.blank)
     assert lo.dtype == ln.dtype and lo.shape == ln.shape
     infeasible = ln > 1e4  # optax's log_epsilon arithmetic (about 1e5 per impossible step)
     if X64:
         close(lo, ln, 1e-9, 1e-9)
         close(go, gn, 0, 1e-8)
         return
-    # float32: optax's own recursion runs in float32; ctcbridge computes in double
-    close(lo[~infeasible], ln[~infeasible], 2e-4, 2e-4)
+    # float32: optax's own recursion runs in float32 and drifts (gradients off by
+    # a few 1e-3 on long sequences); ctcbridge computes in double.  The tight
+    # comparison is the JAX_ENABLE_X64 run above, where optax is accurate.
+    close(lo[~infeasible], ln[~infeasible], 1e-3, 1e-3)
     close(lo[infeasible], ln[infeasible], 1e-6, 0)
-    close(go[~infeasible], gn[~infeasible], 0, 2e-3)
+    close(go[~infeasible], gn[~infeasible], 0, 1e-2)
     # optax's float32 log_epsilon arithmetic (values near 1e5) loses ~1e-2 in the gradient
     close(go[infeasible], gn[infeasible], 0, 5e-2)
 
 
 def test_jit_vmap_grad():
-    case = make_case(8)
+    case = make_case(8, bucketed=True)
     args = _optax_args(case, np.random.default_rng(0), holes=True, junk_padding=False)
     eager = co.ctc_loss(*args)
     jitted = jax.jit(co.ctc_loss)(*args)
@@ -108,3 +121,30 @@ def test_errors(change, match):
     args.update(change)
     with pytest.raises(ValueError, match=match):
         co.ctc_loss(**{k: jnp.asarray(v) for k, v in args.items()})
+
+
+def test_log_epsilon_minus_inf():
+    """Divergence optax-log-epsilon-minus-inf: optax gives NaN everywhere."""
+    logits = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 5)).astype(FLOAT))
+    pads = jnp.zeros((2, 4), FLOAT)
+    labels = jnp.asarray(np.array([[1, 2], [3, 3]], np.int32))
+    lab_pads = jnp.asarray(np.array([[0, 0], [0, 0]], FLOAT))
+    native = np.asarray(optax.ctc_loss(logits, pads, labels, lab_pads, log_epsilon=-np.inf))
+    assert np.isnan(native).all()
+    ours = np.asarray(co.ctc_loss(logits, pads, labels, lab_pads, log_epsilon=-np.inf))
+    finite = np.asarray(co.ctc_loss(logits, pads, labels, lab_pads))
+    assert ours[0] == pytest.approx(finite[0]) and np.isfinite(ours[0])
+    # [3, 3] needs 3 frames and has 4: feasible too
+    assert ours[1] == pytest.approx(finite[1])
+    short = co.ctc_loss(logits[:, :2], pads[:, :2], labels, lab_pads, log_epsilon=-np.inf)
+    assert np.isposinf(np.asarray(short)[1])
+
+
+def test_no_gradient_into_paddings():
+    """Divergence optax-padding-gradient."""
+    case = make_case(6, bucketed=True)
+    args = _optax_args(case, np.random.default_rng(6), holes=False, junk_padding=False)
+    ours = jax.grad(lambda p: co.ctc_loss(args[0], p, *args[2:]).sum())(args[1])
+    native = jax.grad(lambda p: optax.ctc_loss(args[0], p, *args[2:]).sum())(args[1])
+    assert not np.asarray(ours).any()
+    assert np.asarray(native).any()
