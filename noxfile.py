@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["ctests", "tests", "torch", "jax"]
+nox.options.sessions = ["ctests", "tests", "torch", "jax", "tensorflow", "cross"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -62,6 +62,20 @@ def jax(session: nox.Session) -> None:
     session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs)
     session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs,
                 env={"JAX_ENABLE_X64": "1"})
+
+
+@nox.session(python=PYTHON)
+def tensorflow(session: nox.Session) -> None:
+    """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
+    session.install(".", "tensorflow-cpu", *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_tensorflow.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cross(session: nox.Session) -> None:
+    """Every signature on torch, jax and tensorflow arrays gives the numpy results."""
+    session.install(".", TORCH, "tensorflow-cpu", "jax", "optax", *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_cross.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -1,0 +1,85 @@
+"""Keras's CTC signatures, on any framework's arrays.
+
+- ``ctc_loss(target, output, target_length, output_length, mask_index=0)``
+  mirrors ``keras.ops.ctc_loss``: batch-major logits (B, T, C), dense padded
+  targets, blank ``mask_index``; per-sample losses (B,), at least float32
+  (float64 stays float64).
+- ``ctc_batch_cost(y_true, y_pred, input_length, label_length)`` mirrors the
+  legacy ``keras.backend.ctc_batch_cost``: softmax *probabilities* in
+  (B, T, C) (read as log(p + 1e-7), as Keras does), blank C - 1, lengths of
+  shape (B, 1), result (B, 1); TF v1's rules (an empty label or more labels
+  than frames is an error).
+
+Same engine, same divergences as :mod:`ctcbridge.tensorflow` (Keras's TF
+backend calls ``tf.nn.ctc_loss``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ._arrays import bridge_for
+from ._arrays.call import CTCCall, Prepared
+from ._signature import integral, shape_of
+from .canonical import _as_int
+from .errors import CTCValueError
+from .tensorflow import _prepare_dense
+
+__all__ = ["ctc_loss", "ctc_batch_cost"]
+
+EPSILON = 1e-7  # keras.backend.epsilon()
+
+
+def ctc_loss(target, output, target_length, output_length, mask_index=0):
+    """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,)."""
+    if len(shape_of(output)) != 3:
+        raise CTCValueError(f"output must be 3-D (B, T, C), got shape {shape_of(output)}")
+    blank = _as_int(mask_index, "mask_index")
+    call = CTCCall(
+        prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+        batch_size=lambda s: s[0],
+        batch_axis=0,
+        key=("keras.ctc_loss", blank),
+    )
+    bridge = bridge_for(output, target, target_length, output_length)
+    return bridge.ctc(call, output, [target, target_length, output_length])
+
+
+def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
+    if y_pred.ndim != 3:
+        raise CTCValueError(f"y_pred must be 3-D (B, T, C), got shape {y_pred.shape}")
+    B, T, C = y_pred.shape
+    eps = y_pred.dtype.type(EPSILON) if y_pred.dtype.kind == "f" else EPSILON
+    logits = np.log(y_pred + eps)
+    labels = np.asarray(y_true)
+    labels = labels.astype(np.int64) if labels.dtype.kind == "f" else integral(labels, "y_true")
+    input_length = integral(input_length, "input_length").reshape(-1)
+    label_length = integral(label_length, "label_length").reshape(-1)
+    for name, arr in (("input_length", input_length), ("label_length", label_length)):
+        if arr.shape != (B,):
+            raise CTCValueError(f"{name} must have shape ({B}, 1), got {arr.size} values")
+    for n in range(B):
+        if label_length[n] == 0:
+            raise CTCValueError(f"Labels length is zero in batch {n}")
+        if label_length[n] > input_length[n]:
+            raise CTCValueError(
+                f"Not enough time for target transition sequence (required: "
+                f"{label_length[n]}, available: {input_length[n]}) in batch {n}")
+
+    def grad_back(g):  # d/dp of f(log(p + eps)) = f'(.) / (p + eps)
+        return g / (y_pred + eps)
+
+    return Prepared(logits, labels, dict(input_lengths=input_length, label_lengths=label_length,
+                                         blank=C - 1, layout="NTC", inputs="logits"),
+                    grad_back=grad_back)
+
+
+def ctc_batch_cost(y_true, y_pred, input_length, label_length):
+    """Legacy ``keras.backend.ctc_batch_cost`` with ctcbridge's engine; returns (B, 1)."""
+    call = CTCCall(prepare=lambda p, *aux: _prepare_batch_cost(p, *aux),
+                   batch_size=lambda s: s[0], batch_axis=0, key=("keras.ctc_batch_cost",))
+    bridge = bridge_for(y_pred, y_true, input_length, label_length)
+    losses = bridge.ctc(call, y_pred, [y_true, input_length, label_length])
+    return bridge.reshape(losses, (-1, 1))

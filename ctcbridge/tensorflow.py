@@ -1,0 +1,222 @@
+"""TensorFlow's CTC signatures, on any framework's arrays.
+
+- ``ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True,
+  unique=None, blank_index=None, name=None)`` mirrors ``tf.nn.ctc_loss``:
+  dense padded labels with ``label_length`` (``blank_index`` defaults to 0), or a
+  ``tf.SparseTensor`` (``blank_index`` required, as in TF), logits (T, B, C)
+  or (B, T, C); per-sample losses (B,).  ``unique`` is accepted and ignored
+  (a TPU speed hint in TF).  A negative ``blank_index`` counts from the end.
+- ``ctc_loss_v1(labels, inputs=None, sequence_length=None,
+  preprocess_collapse_repeated=False, ctc_merge_repeated=True,
+  ignore_longer_outputs_than_inputs=False, time_major=True, logits=None)``
+  mirrors ``tf.compat.v1.nn.ctc_loss``: SparseTensor labels, blank C - 1,
+  ``ctc_merge_repeated=False`` (label states without self-loops, repeats need
+  no blank), ``preprocess_collapse_repeated``, the length rules (more labels
+  than frames is an error, or loss 0 and gradient 0 with
+  ``ignore_longer_outputs_than_inputs``; an empty label sequence is an error).
+
+float16/bfloat16 are computed in float32; float64 is supported on both paths
+(TF's dense path rejects it).  Eager and inside ``tf.function``; gradients
+through ``tf.GradientTape``.  On torch/jax/numpy arrays the dense signature
+works the same way (a SparseTensor is TensorFlow's own).
+
+Where TF is undefined ctcbridge raises instead (see the divergence file):
+labels outside [0, C) or equal to a non-zero dense ``blank_index`` (TF reads
+them as another class); TF dense's finite value for infeasible samples (its
+log(1e-307) sentinel, about 707 per violated end) is returned as +inf, the
+exact loss.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ._arrays import bridge_for, framework_of
+from ._arrays.call import CTCCall, Prepared
+from ._signature import integral, shape_of
+from .canonical import _as_int
+from .errors import CTCValueError
+
+__all__ = ["ctc_loss", "ctc_loss_v1"]
+
+
+def _is_sparse(x) -> bool:
+    return framework_of(x) == "tensorflow" and type(x).__name__ == "SparseTensor"
+
+
+def _sparse_rows(indices, values, dense_shape):
+    """A SparseTensor's values per row, in column order."""
+    indices = integral(indices, "labels.indices").reshape(-1, 2)
+    values = integral(values, "labels.values").reshape(-1)
+    B = int(np.asarray(dense_shape).reshape(-1)[0])
+    order = np.lexsort((indices[:, 1], indices[:, 0]))
+    rows = [[] for _ in range(B)]
+    for k in order:
+        rows[int(indices[k, 0])].append(int(values[k]))
+    return [np.asarray(r, dtype=np.int64) for r in rows]
+
+
+def _to_tnc(x, time_major):
+    if x.ndim != 3:
+        raise CTCValueError(f"logits must be 3-D, got shape {x.shape}")
+    if time_major:
+        return x, None
+    return x.transpose(1, 0, 2), partial(np.transpose, axes=(1, 0, 2))
+
+
+def _padded(rows):
+    S = max((r.size for r in rows), default=0)
+    labels = np.zeros((len(rows), S), dtype=np.int64)
+    for n, r in enumerate(rows):
+        labels[n, : r.size] = r
+    return labels, np.array([r.size for r in rows], dtype=np.int64)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
+    acts, back = _to_tnc(logits, time_major)
+    T, B, C = acts.shape
+    blank = blank_index + C if blank_index < 0 else blank_index
+    if not 0 <= blank < C:
+        raise CTCValueError(f"blank_index = {blank_index} is outside [-C, C) with C = {C}")
+    labels = integral(labels, "labels")
+    label_length = integral(label_length, "label_length").reshape(-1)
+    logit_length = integral(logit_length, "logit_length").reshape(-1)
+    if labels.ndim != 2 or labels.shape[0] != B:
+        raise CTCValueError(f"labels must be (batch={B}, S), got {labels.shape}")
+    if blank != 0:  # TF rotates the blank to 0: a label equal to it becomes another class
+        for n in range(B):
+            used = labels[n, : max(0, min(int(label_length[n]), labels.shape[1]))]
+            if (used == blank).any():
+                raise CTCValueError(
+                    f"label {int(np.flatnonzero(used == blank)[0])} of sample {n} equals "
+                    f"blank_index {blank_index} (TF's dense path would read it as class "
+                    f"{blank - 1})")
+    return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=label_length,
+                                       blank=blank, layout="TNC", inputs="logits"),
+                    grad_back=back)
+
+
+def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,
+                    collapse, merge_repeated, ignore_longer):
+    acts, back = _to_tnc(logits, time_major)
+    T, B, C = acts.shape
+    blank = blank + C if blank < 0 else blank
+    if not 0 <= blank < C:
+        raise CTCValueError(f"blank index {blank} is outside [0, C = {C})")
+    rows = _sparse_rows(indices, values, dense_shape)
+    if len(rows) != B:
+        raise CTCValueError(f"labels has {len(rows)} rows but logits {B} samples")
+    logit_length = integral(logit_length, "sequence_length").reshape(-1)
+    if logit_length.shape != (B,):
+        raise CTCValueError(f"sequence_length must have {B} entries, got {logit_length.size}")
+    for n, r in enumerate(rows):
+        # TF's kernel: a blank ends the sequence; a label after it is an error
+        hit = np.flatnonzero(r == blank)
+        if hit.size:
+            if (r[hit[0]:] != blank).any():
+                raise CTCValueError(
+                    f"Saw a non-null label (index >= num_classes - 1) following a null label, "
+                    f"batch: {n} num_classes: {C} labels: {','.join(map(str, r))}")
+            rows[n] = r[: hit[0]]
+    raw_lengths = np.array([r.size for r in rows])
+    for n, r in enumerate(rows):
+        if r.size == 0:
+            raise CTCValueError(f"Labels length is zero in batch {n}")
+        if collapse and r.size:
+            rows[n] = r[np.concatenate([[True], r[1:] != r[:-1]])]
+    labels, lengths = _padded(rows)
+    too_long = raw_lengths > logit_length  # TF's check, on the uncollapsed length
+    if too_long.any() and not ignore_longer:
+        n = int(np.flatnonzero(too_long)[0])
+        raise CTCValueError(
+            f"Not enough time for target transition sequence (required: {raw_lengths[n]}, "
+            f"available: {logit_length[n]}) in batch {n}; pass "
+            "ignore_longer_outputs_than_inputs=True to give such samples loss 0")
+
+    def post(losses, grad):
+        for n in np.flatnonzero(too_long):  # ignore_longer: loss 0, gradient 0
+            losses[n] = 0.0
+            if grad is not None:
+                (grad[:, n] if time_major else grad[n])[...] = 0.0
+        for n in np.flatnonzero(np.isposinf(losses)):
+            # infeasible by repeats only (TF's length check passed): TF returns +inf
+            # with a gradient of softmax (no alignment carries occupancy)
+            if grad is not None:
+                sample = logits[:, n] if time_major else logits[n]
+                g = _softmax(sample.astype(np.float64))
+                g[int(logit_length[n]):] = 0.0
+                (grad[:, n] if time_major else grad[n])[...] = g
+        return losses, grad
+
+    return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=lengths,
+                                       blank=blank, layout="TNC", inputs="logits",
+                                       merge_repeated=merge_repeated),
+                    grad_back=back, post=post)
+
+
+def _run(call, logits, aux):
+    bridge = bridge_for(logits, *aux)
+    return bridge.ctc(call, logits, aux)
+
+
+def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):
+    call = CTCCall(
+        prepare=partial(_prepare_sparse, time_major=time_major, blank=blank, collapse=collapse,
+                        merge_repeated=merge, ignore_longer=ignore),
+        batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
+        batch_axis=1 if time_major else 0,
+        key=("tf.sparse", time_major, blank, collapse, merge, ignore),
+    )
+    return _run(call, logits, [labels.indices, labels.values, labels.dense_shape, logit_length])
+
+
+def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True, unique=None,
+             blank_index=None, name=None):
+    """``tf.nn.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
+    del unique, name  # a TPU speed hint and an op name: no effect on the result
+    if len(shape_of(logits)) != 3:
+        raise CTCValueError(f"logits must be 3-D, got shape {shape_of(logits)}")
+    time_major = bool(logits_time_major)
+    if _is_sparse(labels):
+        if blank_index is None:
+            raise CTCValueError("Argument `blank_index` must be provided when labels is a "
+                                "SparseTensor.")
+        return _sparse_call(labels, logits, logit_length, time_major,
+                            _as_int(blank_index, "blank_index"), False, True, False)
+    blank = 0 if blank_index is None else _as_int(blank_index, "blank_index")
+    call = CTCCall(
+        prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
+        batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
+        batch_axis=1 if time_major else 0,
+        key=("tf.dense", time_major, blank),
+    )
+    return _run(call, logits, [labels, label_length, logit_length])
+
+
+def ctc_loss_v1(labels, inputs=None, sequence_length=None, preprocess_collapse_repeated=False,
+                ctc_merge_repeated=True, ignore_longer_outputs_than_inputs=False,
+                time_major=True, logits=None):
+    """``tf.compat.v1.nn.ctc_loss`` with ctcbridge's engine (see the module doc)."""
+    if inputs is not None and logits is not None:
+        raise CTCValueError("Cannot specify both `inputs` and `logits`: they are aliases")
+    inputs = logits if inputs is None else inputs
+    if inputs is None:
+        raise CTCValueError("`inputs` (or its alias `logits`) is required")
+    if not _is_sparse(labels):
+        raise TypeError("Expected labels (first argument) to be a SparseTensor")
+    if sequence_length is None:
+        raise CTCValueError("`sequence_length` is required")
+    shape = shape_of(inputs)
+    if len(shape) != 3:
+        raise CTCValueError(f"inputs must be 3-D, got shape {shape}")
+    return _sparse_call(labels, inputs, sequence_length, bool(time_major), -1,
+                        bool(preprocess_collapse_repeated), bool(ctc_merge_repeated),
+                        bool(ignore_longer_outputs_than_inputs))
+
