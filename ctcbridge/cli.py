@@ -42,13 +42,63 @@ def _conform(args: argparse.Namespace) -> int:
         print(f"{r.case:<{width}}  {r.row:<16}  {r.loss_error:12.3e}  {r.grad_error:12.3e}  "
               f"{'pass' if r.passed else 'FAIL'}")
     failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed "
+    print(f"\nengine: {len(results) - len(failed)} passed, {len(failed)} failed "
           f"(tolerances: loss relative / gradient absolute "
           + ", ".join(f"{k} {v[0]:g} / {v[1]:g}" for k, v in TOLERANCES.items()) + ")")
+    matrix_failed, matrix = _signature_matrix(cases, args.native)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump([r.__dict__ for r in results], fh, indent=1)
-    return 1 if failed else 0
+            json.dump({"engine": [r.__dict__ for r in results], "signatures": matrix}, fh,
+                      indent=1)
+    return 1 if failed or matrix_failed else 0
+
+
+def _signature_matrix(cases, native: bool):
+    """Rows: signatures (and natives); columns: the frameworks installed here."""
+    from ._signature_rows import ROWS
+    from .conformance import check_signature, installed_frameworks
+
+    frameworks = installed_frameworks()
+    cache: dict = {}
+    rows = [(row, False) for row in ROWS] + ([(row, True) for row in ROWS] if native else [])
+    matrix, failed = [], False
+    total = len(rows) * len(frameworks)
+    done = 0
+    for row, is_native in rows:
+        cells = {}
+        for fw in frameworks:
+            done += 1
+            print(f"\r  signatures [{done}/{total}] {row.name} on {fw}{' ' * 20}", end="",
+                  file=sys.stderr, flush=True)
+            if is_native and fw not in row.native_frameworks:
+                continue
+            results = [r for r in (check_signature(row, c, fw, is_native, cache) for c in cases)
+                       if r is not None]
+            worst_l = max(r.loss_error for r in results)
+            worst_g = max(r.grad_error for r in results)
+            ok = all(r.passed for r in results)
+            cells[fw] = dict(passed=ok, loss_error=worst_l, grad_error=worst_g, cases=len(results),
+                             failed_cases=[r.case for r in results if not r.passed])
+            if not ok and not is_native:
+                failed = True
+        matrix.append(dict(signature=("native " if is_native else "") + row.name, cells=cells))
+    print(f"\r{' ' * 70}\r", end="", file=sys.stderr)
+    name_w = max(len(m["signature"]) for m in matrix)
+    print(f"\n{'signature':<{name_w}}  " + "  ".join(f"{fw:<26}" for fw in frameworks))
+    for m in matrix:
+        line = f"{m['signature']:<{name_w}}  "
+        for fw in frameworks:
+            c = m["cells"].get(fw)
+            text = "-" if c is None else (
+                f"{'pass' if c['passed'] else 'FAIL'} {c['loss_error']:.1e}/{c['grad_error']:.1e}")
+            line += f"{text:<26}  "
+        print(line.rstrip())
+    print("cells: result, worst loss error (relative) / gradient error (absolute) over the "
+          "corpus cases the signature accepts, float32")
+    if native:
+        print("native rows are informational (their known divergences are in "
+              "ctcbridge/divergences.json) and do not change the exit status")
+    return failed, matrix
 
 
 def main(argv=None) -> int:
@@ -57,6 +107,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command")
     conform = sub.add_parser("conform", help="check the engine against the float64 reference")
     conform.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    conform.add_argument("--native", action="store_true",
+                         help="add the installed native implementations as rows")
     args = parser.parse_args(argv)
     if args.version:
         print(_versions())

@@ -65,3 +65,40 @@ def check_engine(case: Case, dtype: str, ref=None) -> Result:
     loss_tol, grad_tol = TOLERANCES[dtype]
     le, ge = _loss_error(loss, ref_loss), _grad_error(grad, ref_grad)
     return Result(case.name, f"engine {dtype}", le, ge, le <= loss_tol and ge <= grad_tol)
+
+
+def installed_frameworks() -> list[str]:
+    """numpy plus the array frameworks importable here (found without importing them)."""
+    from importlib.util import find_spec
+
+    return ["numpy"] + [fw for fw in ("torch", "jax", "tensorflow") if find_spec(fw) is not None]
+
+
+def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict | None = None):
+    """One signature (ours, or the native with native=True) on one framework's arrays,
+    float32, against the reference converted to its conventions.  None if the case
+    does not apply to the signature."""
+    if not row.applicable(case):
+        return None
+    key = (row.name, case.name)
+    prep = cache.get(key) if cache is not None else None
+    if prep is None:
+        prep = row.prepare(case, "float32")
+        if cache is not None:
+            cache[key] = prep
+    label = ("native " if native else "") + row.name
+    try:
+        loss, grad = row.call(prep, fw, native=native)
+    except Exception as exc:  # a native that rejects the case: a failed cell with the reason
+        return Result(case.name, f"{label} [{fw}]: {type(exc).__name__}", float("inf"),
+                      float("inf"), False)
+    loss_tol, grad_tol = TOLERANCES["float32"]
+    le = _loss_error(np.asarray(loss), prep.ref_loss)
+    if grad is None:
+        ge = 0.0
+    elif row.relative_grad:
+        scale = np.maximum(np.abs(np.nan_to_num(prep.ref_grad)), 1.0)
+        ge = _grad_error(np.asarray(grad) / scale, prep.ref_grad / scale)
+    else:
+        ge = _grad_error(np.asarray(grad), prep.ref_grad)
+    return Result(case.name, f"{label} [{fw}]", le, ge, le <= loss_tol and ge <= grad_tol)
