@@ -81,5 +81,5 @@ def cross(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark loss + gradient against torch and optax; writes docs/benchmarks.md."""
-    session.install(".", TORCH, "jax", "optax", "matplotlib")
+    session.install(".", TORCH, "jax", "optax", "tensorflow-cpu", "matplotlib")
     session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -67,7 +67,7 @@ def _make_runners(w, threads):
         loss = F.ctc_loss(F.log_softmax(xt, -1), targets, in_len, tgt_len, reduction="sum",
                           blank=0)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     runners["torch"] = run_torch
 
@@ -134,6 +134,78 @@ def child(threads: int, workloads, rounds: int, min_calls: int, min_seconds: flo
     return out
 
 
+def overhead_child(rounds: int, min_calls: int, min_seconds: float) -> dict:
+    """Adapter loss + backward vs the raw engine call on the same arrays (1 thread)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import tensorflow as tf
+    import torch
+
+    import ctcbridge
+    import ctcbridge.keras as ck
+    import ctcbridge.optax as co
+    import ctcbridge.tensorflow as ctf
+    import ctcbridge.torch as ct
+
+    torch.set_num_threads(1)
+    w = {"T": 150, "L": 40, "C": 28, "N": 32}
+    x, labels = _inputs(w)
+    T, N, L = w["T"], w["N"], w["L"]
+    il, ll = np.full(N, T, np.int32), np.full(N, L, np.int32)
+    lp = torch.from_numpy(x).log_softmax(-1).detach()
+    lpn = lp.numpy()
+    ntc = np.ascontiguousarray(x.transpose(1, 0, 2))
+    labt, ilt, llt = (torch.from_numpy(a) for a in (labels, il, ll))
+    leaf = lp.clone().requires_grad_()
+
+    def torch_adapter():
+        leaf.grad = None
+        ct.ctc_loss(leaf, labt, ilt, llt, reduction="sum").backward()
+
+    xj, pads, lj, lpads = jnp.asarray(ntc), jnp.zeros((N, T)), jnp.asarray(labels), jnp.zeros((N, L))
+    vg = jax.value_and_grad(lambda z: co.ctc_loss(z, pads, lj, lpads).sum())
+    vg_jit = jax.jit(vg)
+    xv, xv_ntc = tf.Variable(x), tf.Variable(ntc)
+    labtf, iltf, lltf = tf.constant(labels), tf.constant(il), tf.constant(ll)
+
+    def tf_adapter(fn, var, *args):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fn(*args))
+        tape.gradient(loss, var)
+
+    pairs = {
+        "torch.ctc_loss (torch, eager)": (
+            torch_adapter,
+            lambda: ctcbridge.ctc_loss_and_grad(lpn, labels, il, ll, inputs="log_probs",
+                                                num_threads=1)),
+        "optax.ctc_loss (jax, jit)": (
+            lambda: jax.block_until_ready(vg_jit(xj)),
+            lambda: ctcbridge.ctc_loss_and_grad(ntc, labels, il, ll, layout="NTC", num_threads=1)),
+        "optax.ctc_loss (jax, eager)": (
+            lambda: jax.block_until_ready(vg(xj)),
+            lambda: ctcbridge.ctc_loss_and_grad(ntc, labels, il, ll, layout="NTC", num_threads=1)),
+        "tensorflow.ctc_loss (tf, eager)": (
+            lambda: tf_adapter(ctf.ctc_loss, xv, labtf, xv, lltf, iltf),
+            lambda: ctcbridge.ctc_loss_and_grad(x, labels, il, ll, num_threads=1)),
+        "keras.ctc_loss (tf, eager)": (
+            lambda: tf_adapter(ck.ctc_loss, xv_ntc, labtf, xv_ntc, lltf, iltf),
+            lambda: ctcbridge.ctc_loss_and_grad(ntc, labels, il, ll, layout="NTC", num_threads=1)),
+    }
+    out = {}
+    for name, (adapter, raw) in pairs.items():
+        for fn in (adapter, raw, adapter, raw):
+            fn()
+        a, r = [], []
+        for _ in range(rounds):
+            a += _time(adapter, min_calls, min_seconds / rounds)
+            r += _time(raw, min_calls, min_seconds / rounds)
+        out[name] = {"adapter_ms": 1e3 * statistics.median(a), "raw_ms": 1e3 * statistics.median(r)}
+    return out
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -178,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--overhead-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     workloads = json.loads((HERE / "workloads.json").read_text())["workloads"]
     if args.quick:
@@ -186,8 +259,11 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, workloads, args.rounds, min_calls, min_seconds)))
         return 0
+    if args.overhead_child:
+        print(json.dumps(overhead_child(args.rounds, min_calls, min_seconds)))
+        return 0
 
-    for mod in ("torch", "jax", "optax", "matplotlib", "ctcbridge"):
+    for mod in ("torch", "jax", "optax", "tensorflow", "matplotlib", "ctcbridge"):
         try:
             __import__(mod)
         except ImportError as exc:
@@ -199,6 +275,20 @@ def main(argv=None) -> int:
             cmd.append("--quick")
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         runs.append(json.loads(done.stdout))
+
+    cmd = [sys.executable, __file__, "--overhead-child", "--rounds", str(args.rounds)]
+    if args.quick:
+        cmd.append("--quick")
+    overhead = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
+                                         text=True).stdout)
+    olines = ["| adapter (framework, mode) | adapter ms | raw engine ms | ratio | target ≤ 1.2 |",
+              "|---|---|---|---|---|"]
+    for name, o in overhead.items():
+        ratio = o["adapter_ms"] / o["raw_ms"]
+        olines.append(f"| {name} | {o['adapter_ms']:.3f} | {o['raw_ms']:.3f} | {ratio:.2f} | "
+                      f"{'met' if ratio <= 1.2 else 'NOT met'} |")
+    overhead_table = "\n".join(olines)
+    print(overhead_table)
 
     rows = []
     bad_agreement = []
@@ -260,6 +350,16 @@ Generated by `nox -s bench` (`python benchmarks/bench.py`); do not edit by hand.
 {table}
 
 ![loss + gradient time per workload](benchmarks.png)
+
+## Adapter overhead
+
+Loss + backward through each signature adapter on its framework's arrays, against the
+raw engine call (`ctcbridge.ctc_loss_and_grad`, numpy) on the same arrays in the same
+convention (log-probabilities for torch, batch-major for optax and Keras), speech-batch
+workload (T=150, L=40, C=28, N=32), 1 thread, same process, interleaved, medians.
+Target (issue 3): at most 1.2x.
+
+{overhead_table}
 """
     out.write_text(report)
     print(f"wrote {out} and {png}")
