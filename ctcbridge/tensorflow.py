@@ -20,11 +20,15 @@ float16/bfloat16 are computed in float32; float64 is supported on both paths
 through ``tf.GradientTape``.  On torch/jax/numpy arrays the dense signature
 works the same way (a SparseTensor is TensorFlow's own).
 
+A dense sample without a valid alignment gets TF's own finite value (its
+log(1e-307) sentinel: about 707 plus a partial NLL) and gradient, from a port
+of TF's dense lattice; v1/sparse follow TF's kernel (+inf with a softmax
+gradient for repeat-infeasible samples, errors or 0 for too-long ones).
+
 Where TF is undefined ctcbridge raises instead (see the divergence file):
 labels outside [0, C) or equal to a non-zero dense ``blank_index`` (TF reads
-them as another class); TF dense's finite value for infeasible samples (its
-log(1e-307) sentinel, about 707 per violated end) is returned as +inf, the
-exact loss.
+them as another class).  Feasible samples always get the exact loss, also
+beyond ~707 nats where TF's sentinel paths undercut the true ones.
 """
 
 from __future__ import annotations
@@ -79,6 +83,69 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+LOG_0 = float(np.float32(np.log(1e-307)))  # TF dense's log(0): -706.8936
+
+
+def _lse(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
+
+
+def _tf_dense_lattice(logits, labels, length, blank):
+    """TF's dense CTC for one sample (tf.nn.ctc_loss, ctc_loss_dense), in float64.
+
+    States: ``label[0..S]`` (label[0] the start, emitting nothing) then
+    ``blank[0..S]``, over the padded width S.  The loss is read from the
+    backward pass from the start state, with the final weights log(1e-307)
+    for every state but label[L] and blank[L]; the gradient is softmax minus
+    the per-frame normalised forward-backward posterior, where the forward
+    pass also starts every state but the start at log(1e-307).  Used for
+    samples without a valid alignment, where TF's sentinel is its answer.
+    ``logits`` holds the sample's used frames (T_b, C).
+    """
+    T, C = logits.shape
+    S = labels.size
+    D = 2 * (S + 1)
+    lab = np.arange(S + 1)
+    blk = S + 1 + np.arange(S + 1)
+    NEG = -np.inf
+    trans = np.full((D, D), NEG)  # trans[to, from]
+    trans[np.arange(D), np.arange(D)] = 0.0
+    trans[lab[1:], blk[:-1]] = 0.0  # blank i -> label i+1
+    trans[blk, lab] = 0.0  # label i -> blank i (the start included)
+    trans[1, 0] = 0.0  # start -> label 1
+    if S >= 2:  # label i -> label i+1 unless a repeat
+        allowed = labels[:-1] != labels[1:]
+        trans[lab[2:][allowed], lab[1:-1][allowed]] = 0.0
+    lp = logits - _lse(logits, -1)[:, None]
+    obs = np.full((T, D), NEG)
+    obs[:, lab[1:]] = lp[:, labels]
+    obs[:, blk] = lp[:, [blank]]
+    final = np.full(D, LOG_0)
+    final[[lab[length], blk[length]]] = 0.0
+    initial = np.full(D, LOG_0)
+    initial[0] = 0.0
+
+    bwd = [final]  # bwd[k]: weight of frames T-k.. given the state before them
+    for t in range(T - 1, -1, -1):
+        bwd.append(_lse(trans + (obs[t] + bwd[-1])[:, None], 0))
+    loss = -bwd[-1][0]
+    bwd = bwd[::-1]  # bwd[t]: given the state before frame t
+    fwd = initial
+    grad = np.zeros((T, C))
+    for t in range(T):
+        fwd = _lse(trans + fwd[None, :], 1) + obs[t]
+        post = fwd + bwd[t + 1]
+        post = np.exp(post - _lse(post, 0))
+        gamma = np.zeros(C)
+        np.add.at(gamma, labels, post[lab[1:]])
+        gamma[blank] += post[blk].sum()
+        grad[t] = np.exp(lp[t]) - gamma
+    return loss, grad
+
+
 def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
     acts, back = _to_tnc(logits, time_major)
     T, B, C = acts.shape
@@ -98,9 +165,25 @@ def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, bl
                     f"label {int(np.flatnonzero(used == blank)[0])} of sample {n} equals "
                     f"blank_index {blank_index} (TF's dense path would read it as class "
                     f"{blank - 1})")
+    def post(losses, grad):
+        # samples without a valid alignment: TF's log(1e-307) sentinel arithmetic
+        for n in np.flatnonzero(np.isposinf(losses)):
+            Tb = int(logit_length[n])
+            loss, g = _tf_dense_lattice(acts[:Tb, n].astype(np.float64), labels[n],
+                                        int(label_length[n]), blank)
+            losses[n] = loss
+            if grad is not None:
+                g_full = np.zeros((acts.shape[0], C))
+                g_full[:Tb] = g
+                if time_major:
+                    grad[:, n] = g_full
+                else:
+                    grad[n] = g_full
+        return losses, grad
+
     return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=label_length,
                                        blank=blank, layout="TNC", inputs="logits"),
-                    grad_back=back)
+                    grad_back=back, post=post)
 
 
 def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,

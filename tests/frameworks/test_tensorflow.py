@@ -60,8 +60,12 @@ def test_dense_against_native(seed):
         close(ln, lo - np.log(2.0), 1e-5, 1e-5)
         return
     infeasible = case.infeasible()
-    # divergence tf-dense-infeasible: TF's log(1e-307) sentinel, ours the exact +inf
-    assert np.isposinf(lo[infeasible]).all() and (ln[infeasible] > 700).all()
+    # no valid alignment: TF's log(1e-307) sentinel arithmetic, reproduced by a port
+    # of its lattice (loss about 707 per violated end, and its gradient)
+    close(lo[infeasible], ln[infeasible], 1e-5, 1e-5)
+    batch = 1 if time_major else 0
+    close(np.compress(infeasible, go, axis=batch), np.compress(infeasible, gn, axis=batch),
+          0, 1e-3)
     rl_exact = reference.ctc_loss(case.logits, case.labels, case.input_lengths,
                                   case.label_lengths, blank=case.blank)
     # divergence tf-dense-sentinel-shortcut (see test_keras_against_native)
