@@ -73,6 +73,16 @@ def _optax_prep(case, dtype):
 def _tf_prep(case, dtype):
     x = _logits(case)
     loss, grad = _ref(case, x)
+    # TF's dense convention for samples without an alignment: its log(1e-307)
+    # sentinel arithmetic (ctcbridge.tensorflow ports it; the native rows check it)
+    from .tensorflow import _tf_dense_lattice
+
+    for n in np.flatnonzero(np.isposinf(loss)):
+        Tb = int(case.input_lengths[n])
+        loss[n], g = _tf_dense_lattice(x[:Tb, n], case.labels[n], int(case.label_lengths[n]),
+                                       case.blank)
+        grad[:, n] = 0.0
+        grad[:Tb, n] = g
     return Prepared(x.astype(dtype), dict(labels=case.labels, label_length=case.label_lengths,
                                           logit_length=case.input_lengths, blank_index=case.blank),
                     loss, grad)

@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared
+from ._arrays.call import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
 from .canonical import _as_int
 from .errors import CTCValueError
@@ -32,17 +32,23 @@ __all__ = ["ctc_loss", "ctc_batch_cost"]
 EPSILON = 1e-7  # keras.backend.epsilon()
 
 
+@factory("keras.ctc_loss")
+def _loss_call(blank):
+    return CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+                   batch_size=lambda s: s[0], batch_axis=0)
+
+
+@factory("keras.ctc_batch_cost")
+def _batch_cost_call():
+    return CTCCall(prepare=_prepare_batch_cost, batch_size=lambda s: s[0], batch_axis=0)
+
+
 def ctc_loss(target, output, target_length, output_length, mask_index=0):
     """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,)."""
     if len(shape_of(output)) != 3:
         raise CTCValueError(f"output must be 3-D (B, T, C), got shape {shape_of(output)}")
     blank = _as_int(mask_index, "mask_index")
-    call = CTCCall(
-        prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
-        batch_size=lambda s: s[0],
-        batch_axis=0,
-        key=("keras.ctc_loss", blank),
-    )
+    call = make("keras.ctc_loss", blank)
     bridge = bridge_for(output, target, target_length, output_length)
     return bridge.ctc(call, output, [target, target_length, output_length])
 
@@ -78,8 +84,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
 
 def ctc_batch_cost(y_true, y_pred, input_length, label_length):
     """Legacy ``keras.backend.ctc_batch_cost`` with ctcbridge's engine; returns (B, 1)."""
-    call = CTCCall(prepare=lambda p, *aux: _prepare_batch_cost(p, *aux),
-                   batch_size=lambda s: s[0], batch_axis=0, key=("keras.ctc_batch_cost",))
+    call = make("keras.ctc_batch_cost")
     bridge = bridge_for(y_pred, y_true, input_length, label_length)
     losses = bridge.ctc(call, y_pred, [y_true, input_length, label_length])
     return bridge.reshape(losses, (-1, 1))

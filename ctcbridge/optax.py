@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared
+from ._arrays.call import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
 from .canonical import _as_int
 from .errors import CTCValueError
@@ -181,6 +181,12 @@ def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_ep
     )
 
 
+@factory("optax.ctc_loss")
+def _call(blank_id, log_epsilon):
+    return CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
+                   batch_size=lambda s: s[0], batch_axis=0)
+
+
 def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
     """``optax.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
     blank_id = _as_int(blank_id, "blank_id")
@@ -188,12 +194,7 @@ def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_
     shape = shape_of(logits)
     if len(shape) != 3:
         raise CTCValueError(f"logits must be 3-D (B, T, K), got shape {shape}")
-    call = CTCCall(
-        prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
-        batch_size=lambda s: s[0],
-        batch_axis=0,
-        key=("optax.ctc_loss", blank_id, log_epsilon),
-    )
+    call = make("optax.ctc_loss", blank_id, log_epsilon)
     bridge = bridge_for(logits, logit_paddings, labels, label_paddings)
     losses = bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])
     if bridge.name == "jax":  # optax's result has at least the default float precision

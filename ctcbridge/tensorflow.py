@@ -38,7 +38,7 @@ from functools import partial
 import numpy as np
 
 from ._arrays import bridge_for, framework_of
-from ._arrays.call import CTCCall, Prepared
+from ._arrays.call import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
 from .canonical import _as_int
 from .errors import CTCValueError
@@ -249,14 +249,24 @@ def _run(call, logits, aux):
     return bridge.ctc(call, logits, aux)
 
 
-def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):
-    call = CTCCall(
+@factory("tf.sparse")
+def _sparse_factory(time_major, blank, collapse, merge, ignore):
+    return CTCCall(
         prepare=partial(_prepare_sparse, time_major=time_major, blank=blank, collapse=collapse,
                         merge_repeated=merge, ignore_longer=ignore),
         batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
-        batch_axis=1 if time_major else 0,
-        key=("tf.sparse", time_major, blank, collapse, merge, ignore),
-    )
+        batch_axis=1 if time_major else 0)
+
+
+@factory("tf.dense")
+def _dense_factory(time_major, blank):
+    return CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
+                   batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
+                   batch_axis=1 if time_major else 0)
+
+
+def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):
+    call = make("tf.sparse", time_major, blank, collapse, merge, ignore)
     return _run(call, logits, [labels.indices, labels.values, labels.dense_shape, logit_length])
 
 
@@ -274,12 +284,7 @@ def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True,
         return _sparse_call(labels, logits, logit_length, time_major,
                             _as_int(blank_index, "blank_index"), False, True, False)
     blank = 0 if blank_index is None else _as_int(blank_index, "blank_index")
-    call = CTCCall(
-        prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
-        batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
-        batch_axis=1 if time_major else 0,
-        key=("tf.dense", time_major, blank),
-    )
+    call = make("tf.dense", time_major, blank)
     return _run(call, logits, [labels, label_length, logit_length])
 
 

@@ -30,7 +30,7 @@ from functools import partial
 import numpy as np
 
 from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared
+from ._arrays.call import CTCCall, Prepared, factory, make
 from ._signature import integral, reraise_as, shape_of
 from .canonical import _as_int
 from .errors import CTCRuntimeError
@@ -74,6 +74,14 @@ def _prepare(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     )
 
 
+@factory("torch.ctc_loss")
+def _call(blank, zero_infinity, unbatched):
+    return CTCCall(prepare=partial(_prepare, blank=blank, zero_infinity=zero_infinity,
+                                   unbatched=unbatched),
+                   batch_size=(lambda s: 1) if unbatched else (lambda s: s[1]),
+                   batch_axis=None if unbatched else 1)
+
+
 @reraise_as(CTCRuntimeError)
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
              zero_infinity=False):
@@ -85,13 +93,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     unbatched = len(shape) == 2
     if len(shape) in (2, 3) and not 0 <= blank < shape[-1]:
         raise CTCRuntimeError(f"blank must be in label range (blank = {blank}, C = {shape[-1]})")
-    call = CTCCall(
-        prepare=partial(_prepare, blank=blank, zero_infinity=bool(zero_infinity),
-                        unbatched=unbatched),
-        batch_size=(lambda s: 1) if unbatched else (lambda s: s[1]),
-        batch_axis=None if unbatched else 1,
-        key=("torch.ctc_loss", blank, bool(zero_infinity), unbatched),
-    )
+    call = make("torch.ctc_loss", blank, bool(zero_infinity), unbatched)
     bridge = bridge_for(log_probs, targets, input_lengths, target_lengths)
     if isinstance(input_lengths, (list, tuple)):
         input_lengths = np.asarray(input_lengths)

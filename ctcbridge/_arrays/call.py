@@ -47,6 +47,33 @@ class CTCCall:
         return np.dtype(dtype)
 
 
+_FACTORIES: dict = {}
+
+
+def factory(name: str):
+    """Register how a signature builds its CTCCall from its static arguments.
+
+    ``make(name, *static)`` then builds (and keys) a call, and ``rebuild(key)``
+    rebuilds one from its key alone: torch.compile's fake kernels see only the
+    key string, never the Python objects of the traced code."""
+
+    def register(fn):
+        _FACTORIES[name] = fn
+        return fn
+
+    return register
+
+
+def make(name: str, *static) -> CTCCall:
+    call = _FACTORIES[name](*static)
+    call.key = (name, *static)
+    return call
+
+
+def rebuild(key: tuple) -> CTCCall:
+    return make(*key)
+
+
 def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True):
     """(losses (N,), grad shaped like `activations` or None), numpy."""
     prep = call.prepare(np.asarray(activations), *[np.asarray(a) for a in aux])

@@ -1,9 +1,9 @@
-"""The PyTorch bridge: a custom operator with autograd and a fake kernel.
+"""The PyTorch bridge: an autograd Function, and a custom operator for compile.
 
-``ctcbridge::ctc`` is registered with ``torch.library.custom_op`` so it works
-in eager mode, under ``torch.autograd`` (including ``gradcheck``) and inside
-``torch.compile(fullgraph=True)`` (the fake kernel gives output shapes
-without running the engine).  Tensors on another device are computed on the
+Eagerly the engine runs inside a ``torch.autograd.Function`` (works with
+``gradcheck``); under ``torch.compile(fullgraph=True)`` the same computation
+is the ``torch.library.custom_op`` ``ctcbridge::ctc``, with autograd and a
+fake kernel that gives output shapes without running the engine.  Tensors on another device are computed on the
 CPU and the results returned on the input's device.
 """
 
@@ -12,21 +12,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .call import CTCCall, run
+import ast
+
+from .call import CTCCall, rebuild, run
 
 _CALLS: dict[str, CTCCall] = {}
 
 
 def _key(call: CTCCall) -> str:
-    key = repr(call.key) if call.key else f"id{id(call)}"
-    _CALLS.setdefault(key, call)
-    return key
+    return repr(call.key)
+
+
+def _get(key: str) -> CTCCall:
+    """The call of a key string, rebuilt from it the first time (fake kernels under
+    torch.compile see only the key)."""
+    call = _CALLS.get(key)
+    if call is None:
+        call = _CALLS[key] = rebuild(ast.literal_eval(key))
+    return call
 
 
 @torch.library.custom_op("ctcbridge::ctc", mutates_args=())
 def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
             want_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    call = _CALLS[key]
+    call = _get(key)
     x = activations.detach().cpu().numpy()
     losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad)
     device = activations.device
@@ -37,14 +46,14 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
 
 @_ctc_op.register_fake
 def _(activations, aux, key, want_grad):
-    n = _CALLS[key].batch_size(tuple(activations.shape))
+    n = _get(key).batch_size(tuple(activations.shape))
     grad = torch.empty_like(activations) if want_grad else activations.new_empty((0,))
     return activations.new_empty((n,)), grad
 
 
 def _setup_context(ctx, inputs, output):
     activations, aux, key, _want = inputs
-    ctx.batch_axis = _CALLS[key].batch_axis
+    ctx.batch_axis = _get(key).batch_axis
     ctx.n_aux = len(aux)
     ctx.save_for_backward(output[1])
 
@@ -68,6 +77,37 @@ def _backward(ctx, g_losses, _g_grad):
 _ctc_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerCTC(torch.autograd.Function):
+    """The same operation for eager mode: ``torch.autograd.Function`` has less
+    per-call overhead than the custom-op dispatcher, which only
+    ``torch.compile`` needs."""
+
+    @staticmethod
+    def forward(ctx, activations, call, *aux):
+        want = ctx.needs_input_grad[0]
+        losses, grad = run(call, activations.detach().cpu().numpy(),
+                           *[a.detach().cpu().numpy() for a in aux], want_grad=want)
+        ctx.batch_axis = call.batch_axis
+        ctx.n_aux = len(aux)
+        if want:
+            ctx.save_for_backward(torch.from_numpy(np.ascontiguousarray(grad)).to(
+                activations.device))
+        return torch.from_numpy(np.ascontiguousarray(losses)).to(activations.device)
+
+    @staticmethod
+    def backward(ctx, g_losses):
+        (grad,) = ctx.saved_tensors
+        if bool((g_losses == 1).all()):
+            scaled = grad  # d sum(losses): no copy needed
+        elif ctx.batch_axis is None:
+            scaled = grad * g_losses.reshape(())
+        else:
+            shape = [1] * grad.dim()
+            shape[ctx.batch_axis] = -1
+            scaled = grad * g_losses.reshape(shape)
+        return (scaled, None) + (None,) * ctx.n_aux
+
+
 class TorchBridge:
     name = "torch"
 
@@ -75,6 +115,8 @@ class TorchBridge:
         x = activations if isinstance(activations, torch.Tensor) else torch.as_tensor(activations)
         tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
                    for a in aux]
+        if not torch.compiler.is_compiling():
+            return _EagerCTC.apply(x, call, *tensors)
         want = bool(x.requires_grad and torch.is_grad_enabled())
         losses, _ = _ctc_op(x, tensors, _key(call), want)
         return losses
