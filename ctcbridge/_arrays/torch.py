@@ -63,15 +63,18 @@ def _backward(ctx, g_losses, _g_grad):
     if grad.numel() == 0 and g_losses.numel():
         raise RuntimeError("ctcbridge: the gradient was not computed (the activations did not "
                            "require grad when the loss was computed)")
+    return _scale(grad, g_losses, ctx.batch_axis), [None] * ctx.n_aux, None, None
+
+
+def _scale(grad, g_losses, batch_axis):
+    """The gradient of sum_n g[n] * loss[n]: each sample's rows times g[n]."""
     if not torch.compiler.is_compiling() and bool((g_losses == 1).all()):
-        return grad, [None] * ctx.n_aux, None, None  # d sum(losses): no copy needed
-    if ctx.batch_axis is None:
-        scaled = grad * g_losses.reshape(())
-    else:
-        shape = [1] * grad.dim()
-        shape[ctx.batch_axis] = -1
-        scaled = grad * g_losses.reshape(shape)
-    return scaled, [None] * ctx.n_aux, None, None
+        return grad  # d sum(losses): no copy needed
+    if batch_axis is None:
+        return grad * g_losses.reshape(())
+    shape = [1] * grad.dim()
+    shape[batch_axis] = -1
+    return grad * g_losses.reshape(shape)
 
 
 _ctc_op.register_autograd(_backward, setup_context=_setup_context)
@@ -97,15 +100,7 @@ class _EagerCTC(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_losses):
         (grad,) = ctx.saved_tensors
-        if bool((g_losses == 1).all()):
-            scaled = grad  # d sum(losses): no copy needed
-        elif ctx.batch_axis is None:
-            scaled = grad * g_losses.reshape(())
-        else:
-            shape = [1] * grad.dim()
-            shape[ctx.batch_axis] = -1
-            scaled = grad * g_losses.reshape(shape)
-        return (scaled, None) + (None,) * ctx.n_aux
+        return (_scale(grad, g_losses, ctx.batch_axis), None) + (None,) * ctx.n_aux
 
 
 class TorchBridge:

@@ -172,7 +172,7 @@ def test_dense_float64_and_float16():
     close(l16.numpy(), n16.numpy(), 2e-3, 2e-2)
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(200))
 def test_keras_against_native(seed):
     case = make_case(seed, allow_infeasible=False, min_label=1, blank="any")
     x = case.logits.transpose(1, 0, 2).astype(np.float32)
