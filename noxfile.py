@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["ctests", "tests", "torch", "jax", "tensorflow", "cross"]
+nox.options.sessions = ["ctests", "sanitize", "tests", "torch", "jax", "tensorflow", "cross"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -39,6 +39,30 @@ def ctests(session: nox.Session) -> None:
     """Build the C engine and run its C tests (known answers, gradients, errors)."""
     build = _cmake_build(session, "ctests", "-DCMAKE_BUILD_TYPE=Release")
     session.run("ctest", "--test-dir", str(build), "--output-on-failure")
+
+
+@nox.session(python=PYTHON)
+def sanitize(session: nox.Session) -> None:
+    """The engine built with AddressSanitizer + UndefinedBehaviorSanitizer: the C tests,
+    then the Python test suite running on that build (sanitizer runtimes preloaded)."""
+    build = _cmake_build(session, "sanitize", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                         "-DCTCB_SANITIZE=ON")
+    env = {
+        # leaks of the (uninstrumented) Python interpreter are not ours; the OOM
+        # test asks for an impossible allocation on purpose
+        "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:abort_on_error=1",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    }
+    session.run("ctest", "--test-dir", str(build), "--output-on-failure", env=env)
+    runtimes = [
+        session.run("gcc", f"-print-file-name={lib}", external=True, silent=True).strip()
+        for lib in ("libasan.so", "libubsan.so")
+    ]
+    session.install(".", *TEST_DEPS)
+    env.update(LD_PRELOAD=" ".join(runtimes),
+               CTCBRIDGE_LIBRARY=str(build / "libctcbridge_engine.so"))
+    session.run("pytest", "tests", "--ignore=tests/frameworks", "-p", "no:cacheprovider",
+                *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -73,3 +73,30 @@ def test_errors_are_per_thread():
         t.join()
     assert len(msgs) == 100
     assert all(f"is {label}," in msg for label, msg in msgs)
+
+
+def test_gil_is_released_during_the_kernel():
+    """While one thread is inside the engine, another keeps running Python code
+    (ctypes releases the GIL around the call)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1500, 16, 40)).astype(np.float32)
+    labels = rng.integers(1, 40, size=(16, 300))
+    started, done = threading.Event(), threading.Event()
+    ticks_inside = []
+
+    def engine():
+        started.set()
+        ctcbridge.ctc_loss_and_grad(x, labels, num_threads=1)
+        done.set()
+
+    worker = threading.Thread(target=engine)
+    worker.start()
+    started.wait()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+    worker.join()
+    ticks_inside.append(ticks)
+    # a held GIL would let this loop run only between switch intervals of the
+    # calling thread, i.e. not at all during the (tens of ms) C call
+    assert ticks_inside[0] > 1000
