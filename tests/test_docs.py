@@ -20,12 +20,15 @@ def test_markdown_examples(path):
     assert result.failed == 0
 
 
-def test_readme_python_block_runs():
+def test_readme_python_blocks_run():
     text = (ROOT / "README.md").read_text()
-    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    assert len(blocks) >= 2
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    for block in blocks:  # in order, sharing one namespace like a reader's session
+        exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["grad"].shape == (50, 2, 6)
+    assert namespace["per_sample"].shape == (2,)
 
 
 @pytest.mark.parametrize("module", [ctcbridge, ctcbridge.canonical], ids=lambda m: m.__name__)
