@@ -95,6 +95,47 @@ def _choice(value: Any, name: str, allowed) -> Any:
     return value
 
 
+def _available_memory() -> int | None:
+    """Bytes the kernel reports as available (Linux), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(T, N, C, in_len, labs, lab_len, fmt, num_threads, want_grad, itemsize):
+    """Refuse a call whose gradient and workspace cannot fit in memory.
+
+    Linux overcommits: an allocation that cannot be backed succeeds and the
+    process is killed later, when the pages are touched.  Checking the sizes
+    first turns that into a clear error."""
+    if N == 0:
+        return
+    import os
+
+    threads = num_threads or os.cpu_count() or 1
+    threads = min(threads, N)
+    # out-of-range lengths are reported by the engine's validation, naming them
+    max_label = min(int(lab_len.max()) if lab_len.size else 0,
+                    labs.shape[1] if fmt == _engine.LABELS_PADDED else labs.size)
+    max_input = min(int(in_len.max()) if in_len.size else 0, T)
+    work = _engine.workspace_bytes(max(max_input, 0), max(max_label, 0), C)
+    need = threads * work + (T * N * C * itemsize if want_grad else 0)
+    available = _available_memory()
+    if available is not None and need > available:
+        from .errors import EngineMemoryError
+
+        raise EngineMemoryError(
+            f"this call needs about {need / 2**30:.2f} GiB ({threads} engine thread(s) x "
+            f"{work / 2**30:.2f} GiB of workspace for T = {max_input}, L = {max_label}, "
+            f"C = {C}, plus the gradient) but only {available / 2**30:.2f} GiB are available; "
+            "use fewer threads (num_threads), shorter sequences or a smaller batch")
+
+
 def compute(
     activations: Any,
     labels: Any,
@@ -178,6 +219,7 @@ def compute(
     in_len = _lengths(input_lengths, "input_lengths", N, T)
 
     dt = acts.dtype
+    _check_memory(T, N, C, in_len, labs, lab_len, fmt, num_threads, want_grad, dt.itemsize)
     losses = np.empty(N, dtype=dt)
     grad = np.empty(acts.shape, dtype=dt) if want_grad else None
     item = dt.itemsize
