@@ -12,7 +12,8 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["ctests", "sanitize", "tests", "torch", "jax", "tensorflow", "cross"]
+nox.options.sessions = ["ctests", "sanitize", "tests", "fuzz", "torch", "jax", "tensorflow",
+                        "cross"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -36,9 +37,16 @@ def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
 
 @nox.session(python=PYTHON)
 def ctests(session: nox.Session) -> None:
-    """Build the C engine and run its C tests (known answers, gradients, errors)."""
+    """Build the C engine and run its C tests (known answers, gradients, errors),
+    then once more under Valgrind's memcheck (no leak, no invalid access)."""
+    import shutil
+
     build = _cmake_build(session, "ctests", "-DCMAKE_BUILD_TYPE=Release")
     session.run("ctest", "--test-dir", str(build), "--output-on-failure")
+    if shutil.which("valgrind") is None:
+        session.error("valgrind is required for the memcheck run (Debian package valgrind)")
+    session.run("valgrind", "--leak-check=full", "--errors-for-leak-kinds=all",
+                "--error-exitcode=3", str(build / "test_engine"), external=True)
 
 
 @nox.session(python=PYTHON)
@@ -53,7 +61,9 @@ def sanitize(session: nox.Session) -> None:
         "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:abort_on_error=1",
         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
     }
-    session.run("ctest", "--test-dir", str(build), "--output-on-failure", env=env)
+    # the C tests own every allocation: LeakSanitizer on for them
+    session.run("ctest", "--test-dir", str(build), "--output-on-failure",
+                env={**env, "ASAN_OPTIONS": "detect_leaks=1:allocator_may_return_null=1"})
     runtimes = [
         session.run("gcc", f"-print-file-name={lib}", external=True, silent=True).strip()
         for lib in ("libasan.so", "libubsan.so")
@@ -70,6 +80,23 @@ def tests(session: nox.Session) -> None:
     """Install the package and run the Python tests (engine vs reference, errors, threads)."""
     session.install(".", *TEST_DEPS)
     session.run("pytest", "tests", "--ignore=tests/frameworks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """atheris on the canonical API for a bounded time (60 s; `-- SECONDS` to change),
+    starting from the corpus in fuzz/corpus (a temporary copy is grown)."""
+    import shutil
+    import tempfile
+
+    seconds = session.posargs[0] if session.posargs else "60"
+    session.install(".", "atheris")
+    corpus = Path(tempfile.mkdtemp(prefix="ctcbridge-fuzz-")) / "corpus"
+    shutil.copytree(ROOT / "fuzz" / "corpus", corpus)
+    session.run("python", str(ROOT / "fuzz" / "fuzz_canonical.py"), f"-max_total_time={seconds}",
+                "-rss_limit_mb=4096", f"-artifact_prefix={corpus.parent}/", str(corpus))
+    session.log(f"corpus grew from {len(list((ROOT / 'fuzz' / 'corpus').iterdir()))} to "
+                f"{len(list(corpus.iterdir()))} inputs (copy them to fuzz/corpus to keep them)")
 
 
 @nox.session(python=PYTHON)
