@@ -43,9 +43,6 @@ class CTCCall:
     batch_axis: int | None
     key: tuple = field(default=())
 
-    def out_dtype(self, dtype: np.dtype) -> np.dtype:
-        return np.dtype(dtype)
-
 
 _FACTORIES: dict = {}
 
@@ -84,13 +81,3 @@ def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: boo
     if prep.post is not None:  # e.g. a native's own value for infeasible samples
         losses, grad = prep.post(losses, grad)
     return losses, grad
-
-
-def scale_grad(grad: np.ndarray, g: np.ndarray, batch_axis: int | None) -> np.ndarray:
-    """grad of sum_n g[n] * loss[n]: each sample's gradient times its g[n]."""
-    g = np.asarray(g, dtype=grad.dtype)
-    if batch_axis is None:
-        return grad * g.reshape(())
-    shape = [1] * grad.ndim
-    shape[batch_axis] = -1
-    return grad * g.reshape(shape)
