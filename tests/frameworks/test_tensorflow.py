@@ -159,6 +159,21 @@ def test_sparse_v2_float64_and_tf_function():
     close(g_graph.numpy(), tape.gradient(loss, args[1]).numpy(), 0, 1e-3)
 
 
+def test_bfloat16_computed_in_float32():
+    case = make_case(34, allow_infeasible=False)
+    labels, _, ll, il = _dense_args(case, True)
+    x = tf.Variable(tf.constant(case.logits.astype(np.float32), dtype=tf.bfloat16))
+    with tf.GradientTape() as tape:
+        ours = ctf.ctc_loss(labels, x, ll, il)
+        total = tf.reduce_sum(ours)
+    grad = tape.gradient(total, x)
+    native = tf.nn.ctc_loss(labels, x, ll, il)
+    assert ours.dtype == native.dtype == grad.dtype == tf.bfloat16
+    close(tf.cast(ours, tf.float32).numpy(), tf.cast(native, tf.float32).numpy(), 1e-2, 1e-2)
+    graph = tf.function(lambda z: ctf.ctc_loss(labels, z, ll, il))(x)
+    close(tf.cast(graph, tf.float32).numpy(), tf.cast(ours, tf.float32).numpy(), 0, 0)
+
+
 def test_dense_float64_and_float16():
     case = make_case(33, allow_infeasible=False)
     labels, _, ll, il = _dense_args(case, True)
