@@ -107,6 +107,9 @@ def _available_memory() -> int | None:
     return None
 
 
+_SMALL_REQUEST = 64 << 20
+
+
 def _check_memory(T, N, C, in_len, labs, lab_len, fmt, num_threads, want_grad, itemsize):
     """Refuse a call whose gradient and workspace cannot fit in memory.
 
@@ -125,6 +128,8 @@ def _check_memory(T, N, C, in_len, labs, lab_len, fmt, num_threads, want_grad, i
     max_input = min(int(in_len.max()) if in_len.size else 0, T)
     work = _engine.workspace_bytes(max(max_input, 0), max(max_label, 0), C)
     need = threads * work + (T * N * C * itemsize if want_grad else 0)
+    if need < _SMALL_REQUEST:  # not worth reading /proc/meminfo on every small call
+        return
     available = _available_memory()
     if available is not None and need > available:
         from .errors import EngineMemoryError
