@@ -144,6 +144,7 @@ def test_float32_stays_finite_for_100k_frames():
 
 def test_request_beyond_available_memory_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(canonical, "_available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(canonical, "_SMALL_REQUEST", 0)  # check even this small request
     with pytest.raises(EngineMemoryError, match="GiB are available"):
         ctcbridge.ctc_loss_and_grad(np.zeros((1000, 4, 100), np.float32), np.ones((4, 200), int))
     assert issubclass(EngineMemoryError, MemoryError)
