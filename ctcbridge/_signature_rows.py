@@ -164,45 +164,18 @@ ROWS = [
 
 
 def run_on(fw: str, fn, prep: Prepared, flatten: bool):
-    """(losses, grad or None) of fn(x, **args) computed on framework `fw`."""
+    """(losses, grad or None) of fn(x, **args) computed on framework `fw`.
+
+    Each bridge module (``ctcbridge._arrays.<fw>``) knows how to differentiate
+    in its framework: its ``grad_of_sum(fn, x, arrays, statics, order)``
+    returns (losses, d sum(finite losses) / d x), both numpy."""
     x, args = prep.x, prep.args
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-    if fw == "numpy":
-        out = np.asarray(fn(**_order(fn, x, arrays), **statics))
-        return (out.reshape(-1) if flatten else out), None
-    if fw == "torch":
-        import torch
-
-        xt = torch.tensor(x, requires_grad=True)
-        conv = {k: torch.as_tensor(v) for k, v in arrays.items()}
-        out = fn(**_order(fn, xt, conv), **statics)
-        out.sum().backward()
-        out = out.detach().numpy()
-        return (out.reshape(-1) if flatten else out), xt.grad.numpy()
-    if fw == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        conv = {k: jnp.asarray(v) for k, v in arrays.items()}
-        f = lambda z: fn(**_order(fn, z, conv), **statics)  # noqa: E731
-        out = f(jnp.asarray(x))
-        grad = jax.grad(lambda z: f(z).sum())(jnp.asarray(x))
-        out = np.asarray(out)
-        return (out.reshape(-1) if flatten else out), np.asarray(grad)
-    if fw == "tensorflow":
-        import tensorflow as tf
-
-        xv = tf.Variable(x)
-        conv = {k: tf.constant(v) for k, v in arrays.items()}
-        with tf.GradientTape() as tape:
-            out = fn(**_order(fn, xv, conv), **statics)
-            finite = tf.where(tf.math.is_finite(out), out, tf.zeros_like(out))
-            total = tf.reduce_sum(finite)
-        grad = tape.gradient(total, xv)
-        out = np.asarray(out)
-        return (out.reshape(-1) if flatten else out), (None if grad is None else grad.numpy())
-    raise ValueError(fw)
+    bridge = importlib.import_module(f"ctcbridge._arrays.{fw}")
+    out, grad = bridge.grad_of_sum(fn, x, arrays, statics, _order)
+    out = np.asarray(out)
+    return (out.reshape(-1) if flatten else out), grad
 
 
 _X_NAMES = ("log_probs", "logits", "output", "y_pred")

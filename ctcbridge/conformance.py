@@ -71,7 +71,12 @@ def installed_frameworks() -> list[str]:
     """numpy plus the array frameworks importable here (found without importing them)."""
     from importlib.util import find_spec
 
-    return ["numpy"] + [fw for fw in ("torch", "jax", "tensorflow") if find_spec(fw) is not None]
+    return ["numpy"] + [fw for fw in ARRAY_FRAMEWORKS
+                        if find_spec(fw) is not None and find_spec(f"ctcbridge._arrays.{fw}")]
+
+
+# The array frameworks with a bridge module ctcbridge._arrays.<name>, in matrix order.
+ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
 
 
 def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict | None = None):

@@ -19,6 +19,10 @@ _MODULES = {  # top-level module of an array type -> bridge module
     "jaxlib": "jax",
     "tensorflow": "tensorflow",
     "keras": "tensorflow",
+    "mxnet": "mxnet",
+    "chainer": "chainer",
+    "pytensor": "pytensor",
+    "theano": "theano",
 }
 _cache: dict = {}
 

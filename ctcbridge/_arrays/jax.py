@@ -94,3 +94,12 @@ class JaxBridge:
 
 
 BRIDGE = JaxBridge()
+
+
+def grad_of_sum(fn, x, arrays, statics, order):
+    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    conv = {k: jnp.asarray(v) for k, v in arrays.items()}
+    f = lambda z: fn(**order(fn, z, conv), **statics)  # noqa: E731
+    out = f(jnp.asarray(x))
+    grad = jax.grad(lambda z: f(z).sum())(jnp.asarray(x))
+    return np.asarray(out), np.asarray(grad)

@@ -70,3 +70,16 @@ class TensorFlowBridge:
 
 
 BRIDGE = TensorFlowBridge()
+
+
+def grad_of_sum(fn, x, arrays, statics, order):
+    """Conformance runner (see ``_signature_rows.run_on``): losses and the gradient of
+    the sum of the finite losses (TF natives return finite sentinels anyway)."""
+    xv = tf.Variable(x)
+    conv = {k: tf.constant(v) for k, v in arrays.items()}
+    with tf.GradientTape() as tape:
+        out = fn(**order(fn, xv, conv), **statics)
+        finite = tf.where(tf.math.is_finite(out), out, tf.zeros_like(out))
+        total = tf.reduce_sum(finite)
+    grad = tape.gradient(total, xv)
+    return np.asarray(out), (None if grad is None else grad.numpy())

@@ -139,3 +139,12 @@ class TorchBridge:
 
 
 BRIDGE = TorchBridge()
+
+
+def grad_of_sum(fn, x, arrays, statics, order):
+    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    xt = torch.tensor(x, requires_grad=True)
+    conv = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    out = fn(**order(fn, xt, conv), **statics)
+    out.sum().backward()
+    return out.detach().numpy(), xt.grad.numpy()
