@@ -178,7 +178,7 @@ def run_on(fw: str, fn, prep: Prepared, flatten: bool):
     return (out.reshape(-1) if flatten else out), grad
 
 
-_X_NAMES = ("log_probs", "logits", "output", "y_pred")
+_X_NAMES = ("log_probs", "logits", "output", "y_pred", "data", "pred", "x", "activations")
 
 
 def _order(fn, x, arrays):
