@@ -1,0 +1,389 @@
+"""``ctcbridge explain FROM TO``: what changes when a model moves between two CTC signatures.
+
+Everything printed is generated from :mod:`ctcbridge.conventions` (no text is
+written per pair): the conventions that differ, the argument conversion as
+runnable code built from :mod:`ctcbridge.convert` (one template per
+*encoding* -- how a container or a length is read and written -- never per
+pair of signatures), how the loss value and the gradient scale change, and
+the edge cases that behave differently.
+
+The conversion code reads the FROM call's arguments by their own names
+(``log_probs``, ``targets``...) into four neutral values -- ``acts``
+(time-major activations), ``labs`` (a :class:`ctcbridge.convert.Labels`),
+``in_lens`` (integer input lengths) and ``b`` (the blank index) -- then
+writes the TO call's arguments from them.  ``tests/test_explain.py`` runs it
+for every pair of signatures and checks the per-sample losses agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import conventions as cv
+from .conventions import Convention
+
+__all__ = ["explain", "conversion", "convert_arguments", "call", "add_parser", "run"]
+
+# ------------------------------------------------------------------ reading
+# (labels container, label lengths encoding) -> line reading them into `labs`
+_READ_LABELS = {
+    ("padded|concatenated", "ints"):
+        "labs = (convert.Labels.from_padded({labels}, {label_lengths}) if np.ndim({labels}) == 2"
+        "\n        else convert.Labels.from_concatenated({labels}, {label_lengths}))",
+    ("padded|sparse", "ints"):
+        "labs = (convert.Labels.from_sparse({labels}) if hasattr({labels}, 'indices')"
+        "\n        else convert.Labels.from_padded({labels}, {label_lengths}))",
+    ("sparse", "from_sparse"): "labs = convert.Labels.from_sparse({labels})",
+    ("padded", "ints"): "labs = convert.Labels.from_padded({labels}, {label_lengths})",
+    ("padded", "ints|none"): "labs = convert.Labels.from_padded({labels}, {label_lengths})",
+    ("padded", "column"):
+        "labs = convert.Labels.from_padded({labels}, np.reshape({label_lengths}, -1))",
+    ("masks", "masks_labels"): "labs = convert.Labels.from_masks({labels}, {label_lengths})",
+    ("sentinel|padded", "sentinel|ints"):
+        "labs = (convert.Labels.from_padded({labels}, {label_lengths}) if {use_label_lengths}"
+        "\n        else convert.Labels.from_sentinel({labels}, 0 if {blank} == 'first' else -1))",
+    ("sentinel|padded", "none|ints"):
+        "labs = (convert.Labels.from_sentinel({labels}, -1) if {label_lengths} is None"
+        "\n        else convert.Labels.from_padded({labels}, {label_lengths}))",
+    ("negatives_removed", "negatives"):
+        "labs = convert.Labels.from_sentinel({labels}, 'negative', rule='anywhere')",
+    ("flat", "fixed"): "labs = convert.Labels.from_flat({labels}, {label_lengths})",
+}
+_READ_LABELS[("padded|concatenated", "ints|none")] = _READ_LABELS[("padded|concatenated", "ints")]
+
+# input lengths encoding -> expression of the integer lengths (after `acts` is TNC)
+_READ_INPUT_LENGTHS = {
+    "ints": "np.asarray({input_lengths})",
+    "ints|none": "(np.full(labs.batch, acts.shape[0]) if {input_lengths} is None"
+                 "\n           else np.asarray({input_lengths}))",
+    "column": "np.reshape({input_lengths}, -1)",
+    "masks": "convert.masks_to_lengths({input_lengths})",
+    "float32|none": "(np.floor(np.asarray({input_lengths}) + 0.5).astype(np.int64) if "
+                    "{use_data_lengths}"
+                    "\n           else np.full(labs.batch, acts.shape[0]))",
+    "fixed": "np.full(labs.batch, {input_lengths})",
+}
+
+# ------------------------------------------------------------------ writing
+# (labels container, label lengths encoding) -> {role: expression}
+_WRITE_LABELS = {
+    ("padded|concatenated", "ints"): {"labels": "labs.padded({dt})", "label_lengths": "labs.lengths"},
+    ("padded|sparse", "ints"): {"labels": "labs.padded({dt})", "label_lengths": "labs.lengths"},
+    ("sparse", "from_sparse"): {"labels": "tf.SparseTensor(*labs.sparse(np.int32))"},
+    ("padded", "ints"): {"labels": "labs.padded({dt})", "label_lengths": "labs.lengths{ast}"},
+    ("padded", "column"): {"labels": "labs.padded({dt})", "label_lengths": "labs.lengths[:, None]"},
+    ("masks", "masks_labels"): {"labels": "labs.masks()[0]", "label_lengths": "labs.masks()[1]"},
+    ("sentinel|padded", "sentinel|ints"): {"labels": "labs.padded({dt})",
+                                           "label_lengths": "labs.lengths",
+                                           "use_label_lengths": "True"},
+    ("sentinel|padded", "none|ints"): {"labels": "labs.sentinel(-1{dtc})",
+                                       "label_lengths": "labs.lengths"},
+    ("negatives_removed", "negatives"): {"labels": "labs.sentinel(-1{dtc})"},
+    ("flat", "fixed"): {"labels": "labs.flat()", "label_lengths": "labs.padded().shape[1]"},
+}
+for _k in (("padded|concatenated", "ints|none"), ("padded", "ints|none")):
+    _WRITE_LABELS[_k] = _WRITE_LABELS[(_k[0], "ints")]
+
+# input lengths encoding -> {role: expression}
+_WRITE_INPUT_LENGTHS = {
+    "ints": {"input_lengths": "in_lens{ast}"},
+    "ints|none": {"input_lengths": "in_lens{ast}"},
+    "column": {"input_lengths": "in_lens[:, None]"},
+    "masks": {"input_lengths": "convert.lengths_to_masks(in_lens, acts.shape[0])"},
+    "float32|none": {"input_lengths": "in_lens.astype(np.float32)", "use_data_lengths": "True"},
+    "fixed": {"input_lengths": "int(in_lens[0])"},
+}
+
+_FIXED_BLANK = {"first": "0", "last": "acts.shape[-1] - 1"}
+
+
+def _names(conv: Convention) -> dict:
+    """role -> parameter name, plus every parameter by its own name."""
+    names = {p.name: p.name for p in conv.params}
+    for p in conv.params:
+        names.setdefault(p.role, p.name)
+    return names
+
+
+def _layout_expr(conv: Convention) -> str:
+    if conv.layout_option is None:
+        return repr(conv.layout)
+    opt = next(p for p in conv.params if p.name == conv.layout_option)
+    if isinstance(opt.default, bool):  # TF: time_major flags
+        return f'("TNC" if {opt.name} else "NTC")'
+    return opt.name
+
+
+def read_lines(src: Convention) -> list:
+    """Code reading ``src``'s arguments into acts (TNC), labs, in_lens and b."""
+    names = _names(src)
+    lines = [_READ_LABELS[(src.labels, src.label_lengths)].format(**names)]
+    act = names["activations"]
+    if src.layout == "TNC" and src.layout_option is None:
+        lines.append(f"acts = {act}")
+    else:
+        batch = ", batch=labs.batch" if src.layout == "flat" else ""
+        lines.append(f"acts = convert.layout({act}, {_layout_expr(src)}, 'TNC'{batch})")
+    lines.append("in_lens = " + _READ_INPUT_LENGTHS[src.input_lengths].format(**names))
+    if src.blank in _FIXED_BLANK:
+        lines.append(f"b = {_FIXED_BLANK[src.blank]}")
+    else:
+        p = src.param("blank")
+        value = f"0 if {p.name} is None else {p.name}" if p.default is None else p.name
+        lines.append(f"b = convert.blank_index({value}, acts.shape[-1])")
+    return lines
+
+
+def write(src: Convention, dst: Convention) -> tuple[list, dict]:
+    """(conversion lines, {dst parameter: expression}) from the neutral values."""
+    lines = []
+    if src.inputs != dst.inputs and (src.inputs, dst.inputs) != ("log_probs", "logits"):
+        eps = f", eps={cv.KERAS_EPSILON!r}" if src.inputs == "probs" else ""
+        lines.append(f"acts = convert.inputs(acts, {src.inputs!r}, {dst.inputs!r}{eps})")
+    args: dict = {}
+    # the blank: passed on where the target takes any index, moved otherwise
+    if dst.blank == "arg":
+        args["blank"] = "b"
+    elif dst.blank == "first|last":
+        if src.blank in ("first", "last"):
+            args["blank"] = repr(src.blank)
+        else:
+            lines.append("acts, labs = convert.move_blank(acts, labs, b, 'first')")
+            args["blank"] = "'first'"
+    elif src.blank != dst.blank:
+        lines.append(f"acts, labs = convert.move_blank(acts, labs, b, {dst.blank!r})")
+    i32 = dst.int_dtype == "int32"
+    fmt = dict(dt="dtype=np.int32" if i32 else "", dtc=", dtype=np.int32" if i32 else "",
+               ast=".astype(np.int32)" if i32 else "")
+    for role, expr in {**_WRITE_LABELS[(dst.labels, dst.label_lengths)],
+                       **_WRITE_INPUT_LENGTHS[dst.input_lengths]}.items():
+        args[role] = expr.format(**fmt)
+    args["activations"] = ("acts" if dst.layout == "TNC" else
+                           f"convert.layout(acts, 'TNC', {dst.layout!r})")
+    if dst.reductions:  # per-sample losses, reduced afterwards the way src does
+        args["reduction"] = repr(next(k for k, v in dst.reductions.items() if v == "none"))
+    out = {}
+    for p in dst.params:
+        if p.role in args or p.name in args:
+            out[p.name] = args.get(p.name, args.get(p.role))
+    return lines, out
+
+
+def call_text(dst: Convention, args: dict) -> str:
+    """The TO call, its arguments by position up to the first one skipped."""
+    ctor = [p for p in dst.params if p.role == "constructor"]
+    params = [p for p in dst.params if p.role != "constructor"]
+    parts, positional = [], True
+    for p in params:
+        if p.name not in args:
+            positional = False
+            continue
+        keyword = not positional or p.role in ("blank", "reduction", "option")
+        positional = positional and not keyword
+        parts.append(f"{p.name}={args[p.name]}" if keyword else args[p.name])
+    func = f"{dst.module}.{dst.call}"
+    if ctor:
+        func = f"{dst.module}.{dst.call[:-2]}(" + ", ".join(
+            f"{p.name}={args[p.name]}" for p in ctor if p.name in args) + ")"
+    text = f"{func}(" + ", ".join(parts) + ")"
+    if len(text) > 80:  # one argument per line
+        text = f"{func}(\n    " + ",\n    ".join(parts) + ")"
+    return text
+
+
+def conversion(src_name: str, dst_name: str) -> str:
+    """Runnable code turning ``src_name``'s call arguments into a ``dst_name`` call
+    giving the same per-sample losses (``loss``)."""
+    src, dst = cv.get(src_name), cv.get(dst_name)
+    lines, args = write(src, dst)
+    head = ["import numpy as np", f"import {dst.module}", "from ctcbridge import convert"]
+    if "tf.SparseTensor" in " ".join(args.values()):
+        head.append("import tensorflow as tf")
+    code = head + [f"# read the {src.name} arguments"] + read_lines(src) + \
+        [f"# write the {dst.name} arguments"] + lines + ["loss = " + call_text(dst, args)]
+    return "\n".join(code)
+
+
+def convert_arguments(src_name: str, dst_name: str, **args) -> dict:
+    """The arguments of a ``dst_name`` call equivalent to the ``src_name`` call with
+    ``args`` (by parameter name; omitted ones take their defaults): the
+    conversion code :func:`conversion` prints, run on these values.
+
+    >>> import numpy as np
+    >>> lp = np.log(np.full((4, 2, 3), 1 / 3))
+    >>> args = convert_arguments("torch", "optax", log_probs=lp, targets=[1, 2, 1],
+    ...                          input_lengths=[4, 3], target_lengths=[2, 1])
+    >>> sorted(args), args["logits"].shape, args["label_paddings"].tolist()
+    (['blank_id', 'label_paddings', 'labels', 'logit_paddings', 'logits'], (2, 4, 3), [[0.0, 0.0], [0.0, 1.0]])
+    """
+    import numpy as np
+
+    from . import convert
+
+    src, dst = cv.get(src_name), cv.get(dst_name)
+    unknown = set(args) - {p.name for p in src.params}
+    if unknown:
+        raise TypeError(f"{src.name} has no parameter {sorted(unknown)[0]!r}")
+    ns = {"np": np, "convert": convert}
+    ns.update({p.name: p.default for p in src.params if p.default != "<required>"})
+    ns.update(args)
+    lines, out = write(src, dst)
+    if any("tf." in expr for expr in out.values()):
+        import tensorflow as tf
+
+        ns["tf"] = tf
+    exec(compile("\n".join(read_lines(src) + lines), f"<{src.name} -> {dst.name}>", "exec"), ns)
+    return {name: eval(expr, ns) for name, expr in out.items()}
+
+
+def call(name: str, **args):
+    """Call signature ``name`` with arguments by parameter name (a class is
+    constructed from its constructor arguments, then called)."""
+    import importlib
+
+    conv = cv.get(name)
+    module = importlib.import_module(conv.module)
+    if conv.call.endswith("()"):  # a block: constructed, then called positionally (Gluon)
+        ctor = {p.name: args.pop(p.name) for p in conv.params
+                if p.role == "constructor" and p.name in args}
+        params = [p for p in conv.params if p.role != "constructor"]
+        last = max((i for i, p in enumerate(params) if p.name in args), default=-1)
+        positional = [args.pop(p.name, p.default) for p in params[: last + 1]]
+        if args:
+            raise TypeError(f"{name} has no parameter {sorted(args)[0]!r}")
+        return getattr(module, conv.call[:-2])(**ctor)(*positional)
+    return getattr(module, conv.call)(**args)
+
+
+# ----------------------------------------------------------------- the text
+def _reduction_lines(src: Convention, dst: Convention) -> list:
+    out = []
+    per = "per-sample losses (N,)"
+    if dst.reductions:
+        p = dst.param("reduction")
+        none = next(k for k, v in dst.reductions.items() if v == "none")
+        out.append(f"The code asks {dst.name} for {per} ({p.name}={none!r}); its default "
+                   f"{p.default!r} is {cv.REDUCTIONS[dst.reduction]}.")
+    elif dst.reduction == "gradient_only":
+        out.append(f"{dst.name} has {cv.REDUCTIONS[dst.reduction]}: use its output as the "
+                   "loss node (e.g. out.sum()); the code's `loss` is that softmax.")
+    else:
+        out.append(f"{dst.name} returns {cv.REDUCTIONS[dst.reduction]} {dst.output}.")
+    src_opts = src.reductions or {"(always)": src.reduction}
+    for option, kind in src_opts.items():
+        if kind == "gradient_only":
+            out.append(f"  {src.name} returned softmax(data), not a loss; its training "
+                       "gradient is that of the per-sample losses' sum: convert.reduce(loss, "
+                       "'sum')")
+            continue
+        expr = {"none": "loss",
+                "sum": "convert.reduce(loss, 'sum')",
+                "mean": "convert.reduce(loss, 'mean')",
+                "mean_per_label": "convert.reduce(loss, 'mean_per_label', "
+                                  "label_lengths=labs.lengths)",
+                "weighted": "convert.reduce(loss, 'weighted', sample_weight=sample_weight, "
+                            "weight=weight)"}[kind]
+        label = (f" with {src.param('reduction').name}={option!r}" if src.reductions else "")
+        shape = ", shaped (N, 1)" if src.output == "(N, 1)" else ""
+        out.append(f"  {src.name}'s result{label} ({cv.REDUCTIONS[kind]}{shape}): {expr}")
+    return out
+
+
+def _scale(conv: Convention) -> str:
+    return {"none": "1 per sample", "sum": "1", "mean": "1/N",
+            "mean_per_label": "1/(N * max(L_n, 1)) for sample n",
+            "weighted": "sample_weight_n * weight",
+            "gradient_only": "1 per sample (the head gradient is ignored)"}[conv.reduction]
+
+
+_EDGE_ATTRS = {"infeasible": "infeasible sample (fewer frames than labels + repeats)",
+               "empty_label": "empty label", "zero_length": "zero-length input",
+               "blank_in_labels": "a label equal to the blank"}
+
+
+def explain(src_name: str, dst_name: str) -> str:
+    """The text ``ctcbridge explain FROM TO`` prints."""
+    src, dst = cv.get(src_name), cv.get(dst_name)
+    w = max(len(src.name), len(dst.name))  # column of the descriptions
+    out = [f"From {src.name}: {src.entry} (mirrors {src.mirrors})",
+           f"  to {dst.name}: {dst.entry} (mirrors {dst.mirrors})", ""]
+    differ, same = [], []
+    for title, attr, _ in cv.FIELDS:
+        if attr in _EDGE_ATTRS:  # listed under "Edge cases"
+            continue
+        a, b = cv.describe(src, attr), cv.describe(dst, attr)
+        if a == b:
+            same.append(title)
+        else:
+            differ.append((title, a, b))
+    out.append("Conventions that differ:" if differ else "No convention differs.")
+    for title, a, b in differ:
+        out += [f"  {title}:", f"    {src.name:<{w}} {a}", f"    {dst.name:<{w}} {b}"]
+    if same:
+        out.append("The same in both: " + ", ".join(same) + ".")
+    out += ["", "Argument conversion (same per-sample losses; ctcbridge.convert):", ""]
+    out += ["    " + line for line in conversion(src_name, dst_name).splitlines()]
+    out += ["", "Loss value (per-sample losses agree; reductions differ):"]
+    out += ["  " + line for line in _reduction_lines(src, dst)]
+    if "probs" in (src.inputs, dst.inputs) and src.inputs != dst.inputs:
+        out.append(f"  {'keras-batch-cost'} reads log(p + {cv.KERAS_EPSILON:g}): per-sample "
+                   "losses differ by about that epsilon / p (the code reproduces it when "
+                   "converting from probabilities).")
+    out += ["", "Gradient:"]
+    if src.gradient != dst.gradient:
+        out.append(f"  {src.name} differentiates {cv.GRADIENTS[src.gradient]};")
+        out.append(f"  {dst.name} {cv.GRADIENTS[dst.gradient]}.")
+        if "log_probs" in (src.gradient, dst.gradient):
+            out.append("  Through a log_softmax in the graph both give softmax - gamma w.r.t. "
+                       "the logits.")
+    else:
+        out.append(f"  both {cv.GRADIENTS[src.gradient]}.")
+    out.append(f"  Scale of each sample's gradient under the default reduction: {src.name} "
+               f"{_scale(src)}; {dst.name} {_scale(dst)}.")
+    if src.layout != dst.layout:
+        out.append(f"  It comes back in each signature's layout ({src.layout} -> {dst.layout}).")
+    out += ["", "Edge cases:"]
+    for attr, title in _EDGE_ATTRS.items():
+        a, b = cv.describe(src, attr), cv.describe(dst, attr)
+        if a == b:
+            out.append(f"  {title}: the same ({a})")
+        else:
+            out += [f"  {title}:", f"    {src.name:<{w}} {a}", f"    {dst.name:<{w}} {b}"]
+    notes = [(c.name, n) for c in (src, dst) for n in c.notes]
+    if notes:
+        out += ["", "Notes:"] + [f"  {name}: {note}" for name, note in notes]
+    return "\n".join(out) + "\n"
+
+
+# -------------------------------------------------------------- command line
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``explain`` on the ``ctcbridge`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "explain", help="what changes when moving a model from one CTC signature to another",
+        description="Print every convention that differs between two signatures, the "
+                    "argument conversion, the loss and gradient scale, and the edge cases. "
+                    "Signatures: " + ", ".join(cv.NAMES) + " (and ctcbridge, the canonical API).")
+    parser.add_argument("source", nargs="?", metavar="FROM", choices=list(cv.CONVENTIONS))
+    parser.add_argument("target", nargs="?", metavar="TO", choices=list(cv.CONVENTIONS))
+    parser.add_argument("--table", action="store_true",
+                        help="print the conventions of every signature as a markdown table")
+    parser.add_argument("--list", action="store_true", help="list the signature names")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.table:
+        print(cv.markdown_table(), end="")
+        return 0
+    if args.list:
+        for name in cv.CONVENTIONS:
+            conv = cv.CONVENTIONS[name]
+            print(f"{name:<17} {conv.entry:<48} {conv.mirrors}")
+        return 0
+    if args.source is None or args.target is None:
+        print("ctcbridge explain: give FROM and TO (one of: " + ", ".join(cv.CONVENTIONS)
+              + "), or --table / --list", file=sys.stderr)
+        return 2
+    print(explain(args.source, args.target), end="")
+    return 0
