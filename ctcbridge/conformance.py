@@ -1,16 +1,31 @@
-"""Compare an implementation with the float64 reference on corpus cases.
+"""Compare CTC implementations with the float64 reference on the corpus cases.
 
-This is what ``ctcbridge conform`` runs.  For now the rows are the canonical
-engine API in float32 and float64; the framework signatures add theirs.
+This is what ``ctcbridge conform`` runs:
+
+* :func:`check_engine`: the canonical engine API in float32 and float64;
+* :func:`check_signature`: one signature row (``ctcbridge._signature_rows``),
+  ours or the framework's native, on one framework's arrays;
+* :func:`check_impl`: a user's own function written in one signature's
+  convention, with a description of where it differs;
+* :func:`run_matrix`: every row on every framework installed here.
+
+A case is converted into a row's conventions by the row's ``prepare`` (with
+the reference's values converted the same way); the worst relative loss
+error and the worst absolute gradient error are compared with
+:data:`TOLERANCES`.  Equal infinities and NaNs count as exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from . import reference
 from .canonical import ctc_loss_and_grad
 from .corpus import Case
 
@@ -21,6 +36,12 @@ TOLERANCES = {
     "float32": (2e-5, 2e-4),
 }
 
+# The array frameworks with a bridge module ctcbridge._arrays.<name>, in matrix order.
+ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
+
+# How many differing samples / an exception's text a report shows.
+_MAX_SAMPLES = 4
+
 
 @dataclass
 class Result:
@@ -29,37 +50,40 @@ class Result:
     loss_error: float
     grad_error: float
     passed: bool
+    error: str = ""  # the exception the implementation raised, if it did
+    details: list = field(default_factory=list)  # where it differs, for people
+
+
+def _errors(ours, ref, relative: bool) -> np.ndarray:
+    """Elementwise error; equal values (infinities, NaNs) 0, a NaN on one side only inf."""
+    ours = np.asarray(ours, dtype=np.float64)
+    same = (ours == ref) | (np.isnan(ours) & np.isnan(ref))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(ours - ref)
+        if relative:
+            err = err / np.maximum(np.abs(ref), 1.0)
+    err = np.where(same, 0.0, err)
+    return np.where(np.isnan(err), np.inf, err)
 
 
 def _loss_error(ours: np.ndarray, ref: np.ndarray) -> float:
     """Worst relative loss error; equal infinities and NaNs count as exact."""
-    ours = ours.astype(np.float64)
-    same = (ours == ref) | (np.isnan(ours) & np.isnan(ref))
-    with np.errstate(invalid="ignore"):
-        err = np.abs(ours - ref) / np.maximum(np.abs(ref), 1.0)
-    err = np.where(same, 0.0, err)
-    err = np.where(np.isnan(err), np.inf, err)
-    return float(err.max(initial=0.0))
+    return float(_errors(ours, ref, True).max(initial=0.0))
 
 
 def _grad_error(ours: np.ndarray, ref: np.ndarray) -> float:
-    ours = ours.astype(np.float64)
-    same = (ours == ref) | (np.isnan(ours) & np.isnan(ref))
-    with np.errstate(invalid="ignore"):
-        err = np.abs(ours - ref)
-    err = np.where(same, 0.0, err)
-    err = np.where(np.isnan(err), np.inf, err)
-    return float(err.max(initial=0.0))
+    """Worst absolute gradient error; NaN against NaN counts as exact."""
+    return float(_errors(ours, ref, False).max(initial=0.0))
 
 
 def reference_result(case: Case) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 reference's (losses, grad) for a case."""
-    return reference.ctc_loss_and_grad(case.activations, case.labels, **case.kwargs())
+    """The float64 reference's (losses, grad) for a case (stored ones when shipped)."""
+    return case.reference()
 
 
 def check_engine(case: Case, dtype: str, ref=None) -> Result:
     """The canonical engine API on `case` in `dtype` against the reference."""
-    ref_loss, ref_grad = ref if ref is not None else reference_result(case)
+    ref_loss, ref_grad = ref if ref is not None else case.reference()
     x = case.activations.astype(dtype)
     loss, grad = ctc_loss_and_grad(x, case.labels, **case.kwargs())
     loss_tol, grad_tol = TOLERANCES[dtype]
@@ -75,8 +99,67 @@ def installed_frameworks() -> list[str]:
                         if find_spec(fw) is not None and find_spec(f"ctcbridge._arrays.{fw}")]
 
 
-# The array frameworks with a bridge module ctcbridge._arrays.<name>, in matrix order.
-ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
+def _prepared(row, case: Case, cache: dict | None):
+    """The row's float32 conversion of `case`, cached per (row, case)."""
+    key = (row.name, case.name)
+    prep = cache.get(key) if cache is not None else None
+    if prep is None:
+        with np.errstate(all="ignore"):  # the reference on NaN/inf cases
+            prep = row.prepare(case, "float32")
+        if cache is not None:
+            cache[key] = prep
+    return prep
+
+
+def _compare(row, case: Case, prep, loss, grad, label: str) -> Result:
+    """A Result for (loss, grad) against the prepared reference, with where it differs."""
+    loss_tol, grad_tol = TOLERANCES["float32"]
+    loss = np.asarray(loss)
+    details = []
+    if loss.shape != prep.ref_loss.shape:
+        details.append(f"losses have shape {loss.shape}; the convention's (reduction "
+                       f"'none') are {prep.ref_loss.shape}")
+        return Result(case.name, label, float("inf"), float("inf"), False, details=details)
+    lerr = _errors(loss, prep.ref_loss, True)
+    bad = np.flatnonzero(lerr > loss_tol)
+    if lerr.shape == (case.shape[1],):  # per-sample losses
+        for n in bad[:_MAX_SAMPLES]:
+            details.append(f"sample {n} (input length {case.input_lengths[n]}, label length "
+                           f"{case.label_lengths[n]}): loss {float(loss[n]):.9g}, reference "
+                           f"{prep.ref_loss[n]:.9g}")
+        if bad.size > _MAX_SAMPLES:
+            details.append(f"... {bad.size} samples differ in all")
+    elif bad.size:  # an output of another shape (WarpCTC's softmax)
+        idx = np.unravel_index(int(np.argmax(lerr)), lerr.shape)
+        details.append(f"output: {bad.size} of {lerr.size} entries differ; worst at index "
+                       f"{tuple(map(int, idx))}: {float(loss[idx]):.9g}, reference "
+                       f"{prep.ref_loss[idx]:.9g}")
+    ge = 0.0
+    if grad is not None:
+        grad, ref = np.asarray(grad, dtype=np.float64), prep.ref_grad
+        if grad.shape != ref.shape:
+            details.append(f"gradient has shape {grad.shape}, the activations {ref.shape}")
+            ge = float("inf")
+        else:
+            if row.relative_grad:  # w.r.t. probabilities: 1/(p + eps) scales it
+                scale = np.maximum(np.abs(np.nan_to_num(ref)), 1.0)
+                grad, ref = grad / scale, ref / scale
+            gerr = _errors(grad, ref, False)
+            ge = float(gerr.max(initial=0.0))
+            if ge > grad_tol:
+                idx = np.unravel_index(int(np.argmax(gerr)), gerr.shape)
+                details.append(
+                    f"gradient: {np.count_nonzero(gerr > grad_tol)} of {gerr.size} entries "
+                    f"off by more than {grad_tol:g}; worst at index {tuple(map(int, idx))} of "
+                    f"the activations {grad.shape}: {grad[idx]:.9g}, reference {ref[idx]:.9g}")
+    le = float(lerr.max(initial=0.0))
+    return Result(case.name, label, le, ge, le <= loss_tol and ge <= grad_tol, details=details)
+
+
+def _failure(case: Case, label: str, exc: BaseException) -> Result:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return Result(case.name, label, float("inf"), float("inf"), False, error=text,
+                  details=[f"raised {text}"])
 
 
 def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict | None = None):
@@ -85,25 +168,331 @@ def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict 
     does not apply to the signature."""
     if not row.applicable(case):
         return None
-    key = (row.name, case.name)
-    prep = cache.get(key) if cache is not None else None
-    if prep is None:
-        prep = row.prepare(case, "float32")
-        if cache is not None:
-            cache[key] = prep
-    label = ("native " if native else "") + row.name
+    prep = _prepared(row, case, cache)
+    label = f"{'native ' if native else ''}{row.name} [{fw}]"
     try:
         loss, grad = row.call(prep, fw, native=native)
     except Exception as exc:  # a native that rejects the case: a failed cell with the reason
-        return Result(case.name, f"{label} [{fw}]: {type(exc).__name__}", float("inf"),
-                      float("inf"), False)
-    loss_tol, grad_tol = TOLERANCES["float32"]
-    le = _loss_error(np.asarray(loss), prep.ref_loss)
-    if grad is None:
-        ge = 0.0
-    elif row.relative_grad:
-        scale = np.maximum(np.abs(np.nan_to_num(prep.ref_grad)), 1.0)
-        ge = _grad_error(np.asarray(grad) / scale, prep.ref_grad / scale)
+        return _failure(case, label, exc)
+    return _compare(row, case, prep, loss, grad, label)
+
+
+# --------------------------------------------------------------------------
+# a user's implementation
+# --------------------------------------------------------------------------
+
+
+def rows_by_name() -> dict:
+    """Every signature row by its name (``torch.ctc_loss``) and by its native's dotted
+    path (``torch.nn.functional.ctc_loss``)."""
+    from ._signature_rows import ROWS
+
+    names = {}
+    for row in ROWS:
+        names.setdefault(row.name, row)
+        if row.native:
+            names.setdefault(row.native.replace(":", "."), row)
+    return names
+
+
+def find_convention(name: str):
+    """The signature row called `name`; a ValueError listing the names otherwise."""
+    rows = rows_by_name()
+    if name not in rows:
+        from ._signature_rows import ROWS
+
+        raise ValueError(f"unknown convention {name!r}; the conventions are: "
+                         + ", ".join(r.name for r in ROWS))
+    return rows[name]
+
+
+def load_impl(spec: str) -> Callable:
+    """The function named by ``module:function`` (dotted attributes allowed) or
+    ``path/to/file.py:function``; the current directory is importable."""
+    if ":" not in spec:
+        raise ValueError(f"--impl wants module:function or file.py:function, got {spec!r}")
+    target, attr = spec.rsplit(":", 1)
+    if target.endswith(".py"):
+        from importlib.util import module_from_spec, spec_from_file_location
+        from pathlib import Path
+
+        path = Path(target).resolve()
+        mod_spec = spec_from_file_location(path.stem, path)
+        if mod_spec is None or not path.is_file():
+            raise ValueError(f"no Python file {target}")
+        module = module_from_spec(mod_spec)
+        sys.modules.setdefault(path.stem, module)
+        mod_spec.loader.exec_module(module)
     else:
-        ge = _grad_error(np.asarray(grad), prep.ref_grad)
-    return Result(case.name, f"{label} [{fw}]", le, ge, le <= loss_tol and ge <= grad_tol)
+        if "" not in sys.path:  # a console script does not see the current directory
+            sys.path.insert(0, "")
+        module = importlib.import_module(target)
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(f"{spec} is not callable")
+    return fn
+
+
+def _moved(fw: str, device: str):
+    """(to_device, back) for one framework's arrays, or None when `device` is unset."""
+    if not device:
+        return None
+    if fw == "torch":
+        import torch
+
+        return (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v,
+                lambda out: out.cpu())
+    if fw == "jax":
+        import jax
+
+        dev = jax.devices(device)[0]
+        return (lambda v: jax.device_put(v, dev) if isinstance(v, jax.Array) else v,
+                lambda out: jax.device_put(out, jax.devices("cpu")[0]))
+    raise ValueError(f"--device is supported for torch and jax arrays, not {fw}")
+
+
+# Conventions whose activations are log-probabilities (time-major, like the corpus):
+# --through-log-softmax applies to them.
+LOG_PROB_CONVENTIONS = ("torch.ctc_loss",)
+
+
+def _log_softmax_of(fw: str) -> Callable:
+    """log_softmax over the last axis, in framework `fw` (differentiable there)."""
+    if fw == "torch":
+        return lambda x: x.log_softmax(-1)
+    if fw == "jax":
+        import jax
+
+        return lambda x: jax.nn.log_softmax(x, axis=-1)
+    if fw == "tensorflow":
+        import tensorflow as tf
+
+        return lambda x: tf.nn.log_softmax(x, axis=-1)
+    if fw == "numpy":
+        from .reference import _log_softmax
+
+        return _log_softmax
+    raise ValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
+
+
+def _through_log_softmax(row, case: Case, prep, cache: dict | None):
+    """`prep` with logits as the activations and the reference's gradient w.r.t. them:
+    the function then gets log_softmax(logits) computed in the framework, as in a
+    model, where torch's native gradient (softmax - gamma) is right too."""
+    from dataclasses import replace
+
+    if row.name not in LOG_PROB_CONVENTIONS:
+        raise ValueError(f"--through-log-softmax is for the log-probability conventions "
+                         f"({', '.join(LOG_PROB_CONVENTIONS)}), not {row.name}")
+    key = ("through-log-softmax", row.name, case.name)
+    if cache is not None and key in cache:
+        return cache[key]
+    if case.inputs == "logits":
+        loss, grad = case.reference()
+    else:  # log-probabilities are logits too (log_softmax is idempotent)
+        from . import reference
+
+        with np.errstate(all="ignore"):
+            loss, grad = reference.ctc_loss_and_grad(
+                case.activations, case.labels, case.input_lengths, case.label_lengths,
+                blank=case.blank, inputs="logits")
+    out = replace(prep, x=case.activations.astype(prep.x.dtype), ref_loss=loss, ref_grad=grad)
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
+                  through_log_softmax: bool = False) -> Callable:
+    """`fn` callable the way a row calls ours: with the signature of ctcbridge's own
+    function for that convention, forwarding the arguments in the convention's
+    positional order (so ``autograd.Function.apply`` and C extensions work) and, with
+    `device`, moving the framework's arrays there and the losses back.  With
+    `through_log_softmax` the activations it is given are log_softmax(x)."""
+    ours = getattr(importlib.import_module(row.module), row.function)
+    try:
+        sig = inspect.signature(ours)
+    except (TypeError, ValueError):
+        sig = None
+    move = _moved(fw, device)
+    pre = _log_softmax_of(fw) if through_log_softmax else None
+    if pre is not None:
+        from ._signature_rows import _X_NAMES
+
+        x_name = next(p for p in sig.parameters if p in _X_NAMES)
+
+    def call(**kwargs):
+        if move is not None:
+            kwargs = {k: move[0](v) for k, v in kwargs.items()}
+        if pre is not None:
+            kwargs[x_name] = pre(kwargs[x_name])
+        args, kw = (), kwargs
+        if sig is not None:
+            try:
+                bound = sig.bind(**kwargs)
+                args, kw = bound.args, bound.kwargs
+            except TypeError:
+                pass
+        out = fn(*args, **kw)
+        return out if move is None else move[1](out)
+
+    if sig is not None:
+        call.__signature__ = sig  # what run_on reads to name the activations
+    call.__name__ = getattr(fn, "__name__", "impl")
+    return call
+
+
+def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
+               cache: dict | None = None, through_log_softmax: bool = False):
+    """A user's `fn` in `row`'s convention on `fw` arrays against the reference; None
+    when the convention does not accept the case.  `through_log_softmax`: feed it
+    log_softmax(logits) and compare the gradient w.r.t. the logits."""
+    from ._signature_rows import run_on
+
+    if not row.applicable(case):
+        return None
+    if through_log_softmax and not np.isfinite(case.activations).all():
+        # autodiff through log_softmax turns a NaN/inf anywhere in a frame (padding
+        # included) into NaN gradients of the whole frame: these cases are checked
+        # without --through-log-softmax
+        return None
+    prep = _prepared(row, case, cache)
+    if through_log_softmax:
+        prep = _through_log_softmax(row, case, prep, cache)
+    label = f"{getattr(fn, '__name__', 'impl')} as {row.name} [{fw}]"
+    try:
+        call = as_convention(fn, row, fw, device, through_log_softmax)
+        loss, grad = run_on(fw, call, prep, row.flatten)
+    except Exception as exc:
+        return _failure(case, label, exc)
+    return _compare(row, case, prep, loss, grad, label)
+
+
+# --------------------------------------------------------------------------
+# the matrix
+# --------------------------------------------------------------------------
+
+
+def run_matrix(cases: list[Case], rows, frameworks: list[str], native: bool = False,
+               progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Every row (and with `native` every native) on every framework in `frameworks`
+    that it runs on: one dict per row, ``{signature, native, cells: {fw: cell}}`` with
+    ``cell = {passed, loss_error, grad_error, cases, failed_cases, results}``."""
+    cache: dict = {}
+    plan = [(row, False) for row in rows] + ([(row, True) for row in rows] if native else [])
+    matrix = []
+    for row, is_native in plan:
+        runs_on = row.native_frameworks if is_native else row.frameworks
+        cells = {}
+        for fw in frameworks:
+            if fw not in runs_on:
+                continue
+            start = time.perf_counter()
+            results = []
+            for i, case in enumerate(cases):
+                if progress is not None:
+                    progress(f"{'native ' if is_native else ''}{row.name} on {fw}: "
+                             f"[{i + 1}/{len(cases)}] {case.name}")
+                r = check_signature(row, case, fw, is_native, cache)
+                if r is not None:
+                    results.append(r)
+            cells[fw] = dict(
+                passed=all(r.passed for r in results),
+                loss_error=max((r.loss_error for r in results), default=0.0),
+                grad_error=max((r.grad_error for r in results), default=0.0),
+                cases=len(results), failed_cases=[r.case for r in results if not r.passed],
+                seconds=round(time.perf_counter() - start, 3),
+                results=[r.__dict__ for r in results],
+            )
+        matrix.append(dict(signature=("native " if is_native else "") + row.name,
+                           native=is_native, cells=cells))
+    return matrix
+
+
+# --------------------------------------------------------------------------
+# the divergence file
+# --------------------------------------------------------------------------
+
+DOCS_BEGIN = "<!-- divergences: generated by ctcbridge.conformance.divergences_markdown() -->"
+DOCS_END = "<!-- end of divergences -->"
+
+
+def load_divergences() -> dict:
+    """ctcbridge/divergences.json as shipped with the package."""
+    import json
+    from importlib.resources import files
+
+    return json.loads((files("ctcbridge") / "divergences.json").read_text())
+
+
+def _by_signature(signature: str | None = None) -> dict:
+    groups: dict = {}
+    for entry in load_divergences()["divergences"]:
+        # an entry may name several signatures ("mxnet.ctc_loss, gluon.CTCLoss")
+        if signature is None or signature in [s.strip() for s in entry["signature"].split(",")]:
+            groups.setdefault(entry["signature"], []).append(entry)
+    return groups
+
+
+def divergence_ids(signature: str) -> list:
+    """The ids of the divergences recorded for one signature."""
+    return [e["id"] for entries in _by_signature(signature).values() for e in entries]
+
+
+_LABELS = (("case", "case"), ("native", "native"), ("ours", "ours"), ("reason", "reason"),
+           ("test", "kept true by"))
+
+
+def divergences_text(signature: str | None = None, width: int = 100) -> str:
+    """The divergence file for a terminal, grouped by signature."""
+    import textwrap
+
+    lines = []
+    for sig, entries in _by_signature(signature).items():
+        lines.append(sig)
+        for e in entries:
+            lines.append(f"  {e['id']}")
+            for key, label in _LABELS:
+                lines.extend(textwrap.wrap(e[key], width, initial_indent=f"    {label + ':':<14}",
+                                           subsequent_indent=" " * 18))
+        lines.append("")
+    return "\n".join(lines) if lines else "no divergences recorded\n"
+
+
+def divergences_markdown() -> str:
+    """The divergence file as the Markdown section of docs/conformance.md."""
+    data = load_divergences()
+    out = [DOCS_BEGIN, "", f"{len(data['divergences'])} divergences (file version "
+           f"{data['version']}). {data['description']}", ""]
+    for sig, entries in _by_signature().items():
+        out += [f"### `{sig}`", ""]
+        for e in entries:
+            out.append(f"- **{e['id']}**: {e['case'].rstrip('.')}.")
+            for key, label in _LABELS[1:]:
+                value = f"`{e[key]}`" if key == "test" else e[key]
+                out.append(f"  - *{label}*: {value}")
+        out.append("")
+    out.append(DOCS_END)
+    return "\n".join(out) + "\n"
+
+
+def update_docs(path) -> bool:
+    """Rewrite the generated divergence section of a Markdown file; True if it changed."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    head, rest = text.split(DOCS_BEGIN, 1)
+    _, tail = rest.split(DOCS_END, 1)
+    new = head + divergences_markdown().rstrip("\n") + tail
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # python -m ctcbridge.conformance docs/conformance.md: refresh its divergence section
+    for arg in sys.argv[1:]:
+        print(f"{arg}: {'updated' if update_docs(arg) else 'up to date'}")

@@ -1,17 +1,58 @@
-"""Seeded CTC test cases: the built-in corpus of ``ctcbridge conform`` and the
-generator the tests draw from.
+"""The conformance corpus: seeded CTC cases, shipped with their float64 reference results.
 
-A :class:`Case` is one batch in the canonical form: float64 activations
-(T, N, C), padded labels (N, S) with per-sample lengths, input lengths, the
-blank index and the input kind.  Cases are generated from fixed seeds, so the
-same name always means the same numbers.
+A :class:`Case` is one batch in the canonical form: activations (T, N, C),
+padded labels (N, S) with per-sample lengths, input lengths, the blank index
+and the input kind, plus (when loaded from the shipped file) the float64
+reference's per-sample losses and gradient.
+
+:func:`builtin_cases` generates the cases from fixed seeds; :func:`generate`
+adds the reference results; :func:`save` writes them as one ``.npz`` file and
+:func:`load` reads it back.  The package ships the generated file
+(``ctcbridge/data/corpus-v{CORPUS_VERSION}.npz``), which ``ctcbridge
+conform`` runs without recomputing the reference; only the ``corpus`` nox
+session rewrites it (``python -m ctcbridge.corpus --write``), and
+``tests/test_corpus.py`` fails when the shipped file, the generator and the
+reference disagree.  Changing the cases means bumping :data:`CORPUS_VERSION`.
+
+File schema (``np.load(path)``, no pickles)::
+
+    format          str    "ctcbridge-corpus"
+    version         int    CORPUS_VERSION of the generator that wrote it
+    meta            str    JSON: generator, reference, numpy version
+    names           (K,) str   case names, in order
+    <name>/activations    (T, N, C) float32   time-major; the exact inputs (the
+                          reference is computed from these values in float64)
+    <name>/labels         (N, S) int64   padded with the blank after label_lengths[n]
+    <name>/input_lengths  (N,) int64     frames used per sample, in [0, T]
+    <name>/label_lengths  (N,) int64
+    <name>/blank          () int64       blank index
+    <name>/inputs         () str         "logits" (log_softmax over C applied) or "log_probs"
+    <name>/tags           (k,) str       behaviours the case covers
+    <name>/description    () str
+    <name>/loss           (N,) float64   reference per-sample losses (+inf: infeasible,
+                                         NaN: NaN/+inf input in a used frame)
+    <name>/grad           (T, N, C) float64  d sum(loss) / d activations (0 on frames
+                                         t >= input_lengths[n], NaN on the used frames of
+                                         a sample whose loss is not finite)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
+
+# Bump when the cases change (names, seeds, shapes): the file name carries it.
+CORPUS_VERSION = 1
+FORMAT = "ctcbridge-corpus"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def corpus_path(version: int = CORPUS_VERSION) -> Path:
+    """Where the package keeps the shipped corpus of `version`."""
+    return DATA_DIR / f"corpus-v{version}.npz"
 
 
 @dataclass
@@ -26,6 +67,10 @@ class Case:
     blank: int = 0
     inputs: str = "logits"  # or "log_probs"
     tags: tuple = field(default=())
+    description: str = ""
+    # the float64 reference's results, when known (shipped corpus, generate())
+    ref_loss: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ref_grad: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -39,6 +84,16 @@ class Case:
             blank=self.blank,
             inputs=self.inputs,
         )
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 reference's (losses, grad): stored ones, else computed."""
+        if self.ref_loss is None or self.ref_grad is None:
+            from . import reference
+
+            with np.errstate(all="ignore"):  # NaN/inf inputs are cases, not accidents
+                self.ref_loss, self.ref_grad = reference.ctc_loss_and_grad(
+                    self.activations, self.labels, **self.kwargs())
+        return self.ref_loss, self.ref_grad
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -110,39 +165,208 @@ def random_case(
                 tags)
 
 
-def builtin_cases() -> list[Case]:
-    """The corpus ``ctcbridge conform`` runs: every behaviour the engine defines."""
-    rng = np.random.default_rng(20261122)
-    cases = []
-    add = cases.append
-    for i in range(6):
-        add(random_case(rng, f"random-{i}", int(rng.integers(1, 60)), int(rng.integers(1, 6)),
-                        int(rng.integers(2, 30)), int(rng.integers(0, 12)), min_input=0,
-                        tags=("random",)))
-    add(random_case(rng, "blank-middle", 30, 4, 9, 8, blank=4, tags=("blank",)))
-    add(random_case(rng, "blank-last", 30, 4, 9, 8, blank=8, tags=("blank",)))
-    add(random_case(rng, "repeats", 40, 4, 5, 15, repeat_prob=0.7, tags=("repeats",)))
-    add(random_case(rng, "log-probs", 30, 4, 8, 8, inputs="log_probs", tags=("inputs",)))
-    add(random_case(rng, "log-probs-blank-last", 30, 3, 8, 8, blank=7, inputs="log_probs",
-                    tags=("inputs", "blank")))
-    # the feasibility boundary: T exactly L + repeats
-    b = random_case(rng, "boundary", 12, 3, 6, 10, repeat_prob=0.4, tags=("boundary",))
+def _set(case: Case, n: int, label, input_length: int) -> None:
+    """Give sample n of `case` this label and input length (the padded width must fit)."""
+    label = np.asarray(label, dtype=np.int64)
+    case.labels[n] = case.blank
+    case.labels[n, : label.size] = label
+    case.label_lengths[n] = label.size
+    case.input_lengths[n] = input_length
+
+
+def _cases(rng: np.random.Generator):
+    """(case, description) pairs of version 1, in order; every draw comes from `rng`."""
+    for i in range(10):
+        C = int(rng.integers(2, 40))
+        yield random_case(
+            rng, f"random-{i}", int(rng.integers(1, 80)), int(rng.integers(1, 7)), C,
+            int(rng.integers(0, 16)), blank=[0, C - 1, None][i % 3],
+            inputs="log_probs" if i % 4 == 3 else "logits", scale=[1.0, 3.0][i % 2],
+            min_input=0, tags=("random",),
+        ), "random shapes and lengths (zero-length inputs included), blank 0, last or drawn"
+    yield random_case(rng, "blank-first", 30, 4, 9, 8, blank=0, tags=("blank",)), "blank = 0"
+    yield random_case(rng, "blank-middle", 30, 4, 9, 8, blank=4, tags=("blank",)), \
+        "blank = 4 of 9 classes"
+    yield random_case(rng, "blank-last", 30, 4, 9, 8, blank=8, tags=("blank",)), \
+        "blank = C - 1"
+    yield random_case(rng, "repeats", 40, 4, 5, 15, repeat_prob=0.7, tags=("repeats",)), \
+        "labels with many consecutive repeats (each needs a blank between)"
+    c = random_case(rng, "one-label-repeated", 20, 3, 4, 5, tags=("repeats", "boundary"))
+    for n, frames in enumerate((9, 12, 20)):  # 2 2 2 2 2 needs 5 + 4 frames
+        _set(c, n, [2] * 5, frames)
+    yield c, "the same label five times, at the boundary (9 frames) and above"
+    b = random_case(rng, "boundary", 12, 3, 6, 10, repeat_prob=0.4, tags=("boundary", "repeats"))
     b.input_lengths = np.array(
         [max(required_frames(b.labels[n, : b.label_lengths[n]]), 1) for n in range(3)],
         dtype=np.int64,
     )
-    add(b)
-    add(random_case(rng, "infeasible", 8, 4, 6, 12, feasible=False, tags=("infeasible",)))
-    e = random_case(rng, "empty-labels", 15, 3, 5, 0, tags=("empty",))
-    add(e)
-    z = random_case(rng, "zero-length", 10, 4, 5, 3, tags=("zero-length",))
-    z.input_lengths = np.array([0, 0, 5, 10], dtype=np.int64)
-    z.label_lengths[0] = 0
-    z.label_lengths[1] = max(int(z.label_lengths[1]), 1)
-    z.labels[1, 0] = 1
-    add(z)
-    add(random_case(rng, "extreme-logits", 40, 4, 7, 10, scale=30.0, tags=("extreme",)))
-    add(random_case(rng, "very-extreme-logits", 60, 2, 5, 20, scale=300.0, tags=("extreme",)))
-    add(random_case(rng, "long-T2000", 2000, 1, 12, 300, tags=("long",)))
-    add(random_case(rng, "large-C5000", 40, 2, 5000, 12, tags=("large-alphabet",)))
+    yield b, "input length exactly L + repeats: a single alignment"
+    yield random_case(rng, "infeasible", 8, 4, 6, 12, feasible=False, tags=("infeasible",)), \
+        "every sample one or two frames short of L + repeats: loss +inf, gradient NaN"
+    yield random_case(rng, "mixed-feasibility", 10, 6, 5, 9, repeat_prob=0.4, feasible=None,
+                      min_input=2, tags=("infeasible", "repeats")), \
+        "feasible and infeasible samples in one batch"
+    yield random_case(rng, "empty-labels", 15, 3, 5, 0, tags=("empty",)), \
+        "every label empty (padded width 0): loss = -sum_t log p_t(blank)"
+    e = random_case(rng, "some-empty-labels", 15, 4, 5, 6, tags=("empty",))
+    _set(e, 1, [], 15)
+    _set(e, 3, [], 7)
+    yield e, "empty and non-empty labels in one padded batch"
+    z = random_case(rng, "zero-length", 10, 4, 5, 3, tags=("zero-length", "infeasible"))
+    _set(z, 0, [], 0)
+    _set(z, 1, [1], 0)
+    z.input_lengths[2:] = [5, 10]
+    yield z, "input length 0: loss 0 for an empty label, +inf otherwise; no frame has a gradient"
+    s = random_case(rng, "single-frame", 1, 3, 4, 2, tags=("zero-length", "infeasible"))
+    _set(s, 0, [], 1)
+    _set(s, 1, [3], 1)
+    _set(s, 2, [1, 2], 1)
+    yield s, "T = 1: empty label, one label, and an infeasible two-label sample"
+    yield random_case(rng, "log-probs", 30, 4, 8, 8, inputs="log_probs", tags=("inputs",)), \
+        "log-probability inputs"
+    yield random_case(rng, "log-probs-blank-last", 30, 3, 8, 8, blank=7, inputs="log_probs",
+                      tags=("inputs", "blank")), "log-probability inputs, blank = C - 1"
+    yield random_case(rng, "extreme-logits", 40, 4, 7, 10, scale=30.0, tags=("extreme",)), \
+        "logits scaled by 30"
+    yield random_case(rng, "very-extreme-logits", 60, 2, 5, 20, scale=300.0, tags=("extreme",)), \
+        "logits scaled by 300 (the engine's log-space fallback)"
+    g = random_case(rng, "logit-gaps", 60, 2, 4, 6, tags=("extreme",))
+    g.activations = rng.choice([-400.0, 400.0], size=g.shape)
+    yield g, "logits of +-400 only: probabilities below double range"
+    yield from _non_finite_cases(rng)
+    x = random_case(rng, "long-T2048", 2048, 2, 6, 400, min_input=1500, tags=("long",))
+    _set(x, 0, rng.integers(1, 6, size=380), 2048)
+    yield x, "T = 2048 frames, a 380-label sequence with repeats and a shorter one"
+    x = random_case(rng, "large-C5000", 10, 2, 5000, 6, tags=("large-alphabet",))
+    _set(x, 0, rng.integers(1, 5000, size=6), 10)
+    yield x, "an alphabet of 5000 classes"
+
+
+def _non_finite_cases(rng: np.random.Generator):
+    x = random_case(rng, "nan-logits", 12, 3, 6, 4, tags=("non-finite",))
+    for n, (label, frames) in enumerate((([1, 2, 2], 12), ([3, 4], 8), ([5], 12))):
+        _set(x, n, label, frames)
+    x.activations[3, 0, 2] = np.nan  # a used frame
+    x.activations[8:, 1, :] = np.nan  # padding frames only: ignored
+    yield x, "NaN in a used frame (loss and gradient NaN) and in padding frames (ignored)"
+    x = random_case(rng, "posinf-logits", 12, 3, 6, 4, tags=("non-finite",))
+    for n, (label, frames) in enumerate((([1, 2], 12), ([3, 4, 4], 8), ([5, 1], 12))):
+        _set(x, n, label, frames)
+    x.activations[5, 0, 1] = np.inf  # a used frame: not a distribution, NaN
+    x.activations[9, 1, 3] = np.inf  # padding: ignored
+    yield x, "+inf logit in a used frame (NaN) and in a padding frame (ignored)"
+    x = random_case(rng, "neginf-logits", 12, 4, 6, 4, tags=("non-finite",))
+    for n, (label, frames) in enumerate((([1, 2, 3], 12), ([2, 3], 12), ([4], 12),
+                                         ([1, 1], 9))):
+        _set(x, n, label, frames)
+    x.activations[:, 0, 5] = -np.inf  # a class that never occurs: probability 0, finite loss
+    x.activations[4, 0, 4] = -np.inf
+    x.activations[:, 1, 3] = -np.inf  # the label's class impossible: infeasible, +inf
+    x.activations[6, 2, :] = -np.inf  # a whole frame -inf: no distribution, NaN
+    x.activations[10:, 3, :] = -np.inf  # padding: ignored
+    yield x, "-inf logits: impossible classes (finite), an impossible label (+inf), " \
+        "an all -inf frame (NaN), -inf padding (ignored)"
+    x = random_case(rng, "non-finite-log-probs", 12, 4, 6, 4, inputs="log_probs",
+                    tags=("non-finite", "inputs"))
+    for n, (label, frames) in enumerate((([1, 2], 12), ([3], 12), ([1, 4], 12),
+                                         ([2, 3, 3], 6))):
+        _set(x, n, label, frames)
+    x.activations[:, 0, 5] = -np.inf  # probability 0 for one class: finite
+    x.activations[4, 0, 3] = np.nan  # a class no path of sample 0 visits: not read
+    x.activations[2, 1, 0] = np.inf  # +inf log-probability: not a distribution, NaN
+    x.activations[:, 2, 4] = -np.inf  # the label impossible: +inf
+    x.activations[7:, 3, :] = np.nan  # padding: ignored
+    yield x, "log-probabilities with -inf (finite or infeasible), +inf (NaN), NaN in a " \
+        "class off every path (not read), NaN padding"
+
+
+def builtin_cases() -> list[Case]:
+    """The cases of the shipped corpus, generated (inputs only, no reference results).
+
+    Activations are rounded to float32 values (stored as float64 here): the
+    shipped file keeps them in float32, and float32 and float64
+    implementations then see exactly the inputs the reference saw."""
+    rng = np.random.default_rng(20261122)
+    cases = []
+    for case, description in _cases(rng):
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = case.activations.astype(np.float32).astype(np.float64)
+        cases.append(replace(case, activations=x, description=description,
+                             labels=case.labels.astype(np.int64),
+                             input_lengths=case.input_lengths.astype(np.int64),
+                             label_lengths=case.label_lengths.astype(np.int64)))
     return cases
+
+
+def generate() -> list[Case]:
+    """:func:`builtin_cases` with the float64 reference's results filled in."""
+    cases = builtin_cases()
+    for case in cases:
+        case.reference()
+    return cases
+
+
+def save(cases: list[Case], path, version: int = CORPUS_VERSION) -> None:
+    """Write `cases` (with their reference results) in the corpus schema."""
+    meta = dict(generator="ctcbridge.corpus.builtin_cases", reference="ctcbridge.reference "
+                "(float64 numpy)", numpy=np.__version__)
+    out = dict(format=np.array(FORMAT), version=np.array(version, dtype=np.int64),
+               meta=np.array(json.dumps(meta)), names=np.array([c.name for c in cases]))
+    for c in cases:
+        loss, grad = c.reference()
+        fields = dict(activations=c.activations.astype(np.float32), labels=c.labels,
+                      input_lengths=c.input_lengths, label_lengths=c.label_lengths,
+                      blank=np.array(c.blank, dtype=np.int64), inputs=np.array(c.inputs),
+                      tags=np.array(c.tags, dtype=str), description=np.array(c.description),
+                      loss=np.asarray(loss, dtype=np.float64),
+                      grad=np.asarray(grad, dtype=np.float64))
+        out.update({f"{c.name}/{k}": v for k, v in fields.items()})
+    np.savez_compressed(path, **out)
+
+
+def load(path=None) -> list[Case]:
+    """The cases of a corpus file (default: the shipped one), with reference results."""
+    path = corpus_path() if path is None else path
+    with np.load(path, allow_pickle=False) as data:
+        if "format" not in data or str(data["format"]) != FORMAT:
+            raise ValueError(f"{path} is not a ctcbridge corpus (no format = {FORMAT!r})")
+        cases = []
+        for name in data["names"].tolist():
+            f = {k: data[f"{name}/{k}"] for k in (
+                "activations", "labels", "input_lengths", "label_lengths", "blank", "inputs",
+                "tags", "description", "loss", "grad")}
+            cases.append(Case(
+                name, f["activations"].astype(np.float64), f["labels"].astype(np.int64),
+                f["input_lengths"].astype(np.int64), f["label_lengths"].astype(np.int64),
+                int(f["blank"]), str(f["inputs"]), tuple(f["tags"].tolist()),
+                str(f["description"]), f["loss"], f["grad"]))
+    return cases
+
+
+def corpus_version(path=None) -> int:
+    """The version recorded in a corpus file (default: the shipped one)."""
+    with np.load(corpus_path() if path is None else path, allow_pickle=False) as data:
+        return int(data["version"])
+
+
+def main(argv=None) -> int:
+    """``python -m ctcbridge.corpus --write [PATH]``: regenerate the shipped corpus
+    (what ``nox -s corpus`` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ctcbridge.corpus",
+                                     description=main.__doc__.splitlines()[0])
+    parser.add_argument("--write", nargs="?", const=str(corpus_path()), metavar="PATH",
+                        required=True, help=f"output file (default {corpus_path()})")
+    args = parser.parse_args(argv)
+    cases = generate()
+    Path(args.write).parent.mkdir(parents=True, exist_ok=True)
+    save(cases, args.write)
+    size = Path(args.write).stat().st_size
+    print(f"wrote {args.write}: version {CORPUS_VERSION}, {len(cases)} cases, "
+          f"{size / 2**20:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

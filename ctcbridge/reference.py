@@ -54,7 +54,10 @@ loss), and
     d loss / d z_t(k) = softmax(z_t)(k) - gamma_t(k)  (inputs="logits")
 
 for t < T_b, and 0 for t >= T_b.  An infeasible sample (probability 0) has
-loss +inf and a NaN gradient on its frames t < T_b.
+loss +inf and a NaN gradient on its frames t < T_b.  A NaN or +inf logit, or a
+frame of -inf logits, in a used frame (or a NaN or +inf log-probability of the
+blank or a label class there) gives loss NaN and the same NaN gradient;
+log-probabilities of classes the sample's paths never visit are not read.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ def _logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """log_softmax over the last (class) axis."""
-    return z - _logsumexp(z, axis=-1)[..., None]
+    """log_softmax over the last (class) axis (NaN for a frame holding +inf or only -inf)."""
+    with np.errstate(invalid="ignore"):  # inf - inf: the NaN is the defined result
+        return z - _logsumexp(z, axis=-1)[..., None]
 
 
 def _shift(v: np.ndarray, k: int) -> np.ndarray:
@@ -203,9 +207,11 @@ def _one_sample(y: np.ndarray, label: np.ndarray, blank: int, merge_repeated: bo
     alpha = _forward(emit, stay, skip)
     log_p = float(_logsumexp(alpha[T - 1, final]))
     if not np.isfinite(log_p):
-        # Infeasible (log_p = -inf, loss +inf) or NaN input: the gradient is
-        # undefined on every used frame.
-        return -log_p, np.full((T, C), np.nan)
+        # Infeasible (log_p = -inf): loss +inf.  A NaN or a +inf log-probability
+        # in a used frame is not a distribution (log_p NaN or +inf): loss NaN,
+        # like the engine, rather than an accidental -inf.  Either way the
+        # gradient is undefined on every used frame.
+        return (np.inf if log_p == NEG_INF else np.nan), np.full((T, C), np.nan)
 
     beta = _backward(emit, stay, skip, final)
     occupancy = np.exp(alpha + beta - log_p)  # (T, S') posterior of each state; rows sum to 1

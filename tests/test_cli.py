@@ -1,4 +1,4 @@
-"""The ctcbridge command line."""
+"""The ctcbridge command line: `ctcbridge conform` in its modes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 import ctcbridge
+from ctcbridge import corpus
+from ctcbridge._signature_rows import ROWS
 from ctcbridge.cli import main
+from ctcbridge.conformance import divergences_markdown, load_divergences
+
+FIRST_ROWS = {"torch.ctc_loss", "optax.ctc_loss", "tensorflow.ctc_loss", "keras.ctc_loss",
+              "keras.ctc_batch_cost"}
 
 
 def test_version(capsys):
@@ -16,23 +25,277 @@ def test_version(capsys):
     assert ctcbridge.__version__ in out and ctcbridge.engine_version() in out
 
 
-def test_conform_passes_and_writes_json(tmp_path, capsys):
-    report = tmp_path / "r.json"
-    assert main(["conform", "--json", str(report)]) == 0
-    out = capsys.readouterr().out
-    assert "FAIL" not in out and "pass" in out
-    report = json.loads(report.read_text())
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One full `ctcbridge conform --json` (every row, the whole corpus)."""
+    report = tmp_path_factory.mktemp("conform") / "r.json"
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["conform", "--json", str(report)])
+    return status, out.getvalue(), err.getvalue(), json.loads(report.read_text())
+
+
+def test_conform_passes_and_writes_json(full_run):
+    status, out, err, report = full_run
+    assert status == 0, out
+    assert "FAIL" not in out and "pass" in out and "passed:" in out
+    assert report["passed"] is True
+    assert report["corpus"]["version"] == corpus.CORPUS_VERSION
+    assert len(report["corpus"]["cases"]) == len(corpus.load())
     rows = report["engine"]
     assert rows and all(r["passed"] for r in rows)
     assert {r["row"] for r in rows} == {"engine float32", "engine float64"}
     names = {m["signature"] for m in report["signatures"]}
-    assert {"torch.ctc_loss", "optax.ctc_loss", "tensorflow.ctc_loss", "keras.ctc_loss",
-            "keras.ctc_batch_cost"} <= names
+    assert FIRST_ROWS | {r.name for r in ROWS} | {"engine float64", "engine float32"} <= names
     for m in report["signatures"]:  # numpy is always installed
-        assert m["cells"]["numpy"]["passed"], m
+        cell = m["cells"]["numpy"]
+        assert cell["passed"] and cell["cases"] > 0 and len(cell["results"]) == cell["cases"], m
+        assert {"case", "loss_error", "grad_error", "passed", "error", "details"} <= \
+            set(cell["results"][0])
+
+
+def test_conform_prints_a_matrix_and_progress(full_run):
+    _, out, err, report = full_run
+    lines = out.splitlines()
+    header = next(line for line in lines if line.split() and line.split()[0] == "numpy")
+    assert header.split() == report["frameworks"]
+    for row in ROWS:
+        assert any(line.startswith(row.name + " ") and "pass" in line for line in lines), row.name
+    # not a terminal: one progress line per row and framework, then the time
+    assert "torch.ctc_loss on numpy" in err and "done in" in err
+
+
+def test_every_case_runs_somewhere(full_run):
+    """Each corpus case is accepted by at least one signature besides the engine."""
+    _, _, _, report = full_run
+    ran = {r["case"] for m in report["signatures"] if not m["signature"].startswith("engine")
+           for r in m["cells"]["numpy"]["results"]}
+    assert ran == set(report["corpus"]["cases"])
+
+
+def _small_corpus(tmp_path, tamper: bool):
+    cases = [c for c in corpus.load() if c.name in ("random-2", "empty-labels")]
+    if tamper:
+        cases[1].ref_loss = cases[1].ref_loss * 1.01
+    path = tmp_path / "small.npz"
+    corpus.save(cases, path, version=99)
+    return path
+
+
+def test_conform_fails_when_the_engine_disagrees(tmp_path, capsys):
+    path = _small_corpus(tmp_path, tamper=True)
+    report = tmp_path / "r.json"
+    assert main(["conform", "--corpus", str(path), "--json", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "FAILED" in out
+    assert "engine float64 [numpy] empty-labels" in out or "empty-labels" in out
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["corpus"]["version"] == 99
+    assert {r["case"] for r in data["engine"] if not r["passed"]} == {"empty-labels"}
+
+
+def test_case_filter(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["conform", "-k", "nan", "-k", "boundary", "--json", str(report)]) == 0
+    assert set(json.loads(report.read_text())["corpus"]["cases"]) == \
+        {"nan-logits", "boundary", "one-label-repeated"}  # by name, and by tag
+    assert main(["conform", "-k", "no-such-case"]) == 2
+
+
+def test_framework_columns(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["conform", "--framework", "numpy", "-k", "random-0", "--json",
+                 str(report)]) == 0
+    assert json.loads(report.read_text())["frameworks"] == ["numpy"]
+    assert main(["conform", "--framework", "numpy,nonexistent"]) == 2
+    assert "nonexistent not installed here" in capsys.readouterr().err
+
+
+# ---- --impl -----------------------------------------------------------------
+
+GOOD = """
+import ctcbridge.torch
+
+def ctc(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean"):
+    return ctcbridge.torch.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+                                    blank=blank, reduction=reduction)
+
+def positional(*args):  # an autograd.Function.apply or a C extension takes positions
+    return ctcbridge.torch.ctc_loss(*args)
+"""
+
+BUGGY = """
+import numpy as np
+import ctcbridge.torch
+
+def ctc(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean"):
+    '''Empty targets cost 0: wrong.'''
+    out = ctcbridge.torch.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+                                   blank=blank, reduction=reduction)
+    return np.where(np.asarray(target_lengths) == 0, 0.0, out)
+
+def raises(*args, **kwargs):
+    raise NotImplementedError("no CTC here yet")
+"""
+
+
+@pytest.fixture
+def impl_dir(tmp_path, monkeypatch):
+    (tmp_path / "good_ctc.py").write_text(GOOD)
+    (tmp_path / "buggy_ctc.py").write_text(BUGGY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("good_ctc", "buggy_ctc"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return tmp_path
+
+
+def test_impl_passes(impl_dir, capsys):
+    args = ["conform", "--impl", "good_ctc:ctc", "--convention", "torch.ctc_loss",
+            "--framework", "numpy", "--json", "r.json"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "passed: 33 of 33" in out
+    data = json.loads((impl_dir / "r.json").read_text())
+    assert data["passed"] and data["convention"] == "torch.ctc_loss"
+    assert len(data["results"]) == len(corpus.load())
+
+
+def test_impl_positional_file_and_native_name(impl_dir, capsys):
+    # a file path, a function taking positions only, the convention named by its native
+    args = ["conform", "--impl", str(impl_dir / "good_ctc.py") + ":positional", "--convention",
+            "torch.nn.functional.ctc_loss", "--framework", "numpy", "-k", "random"]
+    assert main(args) == 0
+    assert "passed: 10 of 10" in capsys.readouterr().out
+
+
+def test_impl_reports_where_it_differs(impl_dir, capsys):
+    args = ["conform", "--impl", "buggy_ctc:ctc", "--convention", "torch.ctc_loss",
+            "--framework", "numpy", "-k", "empty", "--json", "r.json"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "FAILED: 0 of 2" in out
+    empty = corpus.load()[[c.name for c in corpus.load()].index("empty-labels")]
+    assert f"sample 0 (input length 15, label length 0): loss 0, reference " \
+           f"{empty.ref_loss[0]:.9g}" in out
+    data = json.loads((impl_dir / "r.json").read_text())
+    assert not data["passed"] and all(r["details"] for r in data["results"])
+
+
+def test_impl_through_log_softmax(impl_dir, capsys):
+    """The activations become logits fed through log_softmax; non-finite cases are
+    left out (autodiff through log_softmax spreads their NaNs over whole frames)."""
+    args = ["conform", "--impl", "good_ctc:ctc", "--convention", "torch.ctc_loss",
+            "--framework", "numpy", "--through-log-softmax"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    non_finite = [c.name for c in corpus.load() if not np.isfinite(c.activations).all()]
+    assert f"passed: {33 - len(non_finite)} of {33 - len(non_finite)}" in out
+    assert "skipped: " + ", ".join(non_finite) in out
+    args[4] = "optax.ctc_loss"
+    assert main(args) == 2
+    assert "log-probability conventions" in capsys.readouterr().err
+
+
+def test_through_log_softmax_reference_is_the_logits_gradient():
+    from ctcbridge.conformance import _through_log_softmax
+
+    row = next(r for r in ROWS if r.name == "torch.ctc_loss")
+    for name in ("blank-middle", "log-probs"):
+        case = next(c for c in corpus.load() if c.name == name)
+        prep = _through_log_softmax(row, case, row.prepare(case, "float32"), None)
+        np.testing.assert_allclose(prep.ref_loss, row.prepare(case, "float32").ref_loss,
+                                   rtol=1e-6)
+        # d loss / d logits: each used frame's row sums to 0 (softmax - occupancy)
+        used = np.arange(case.shape[0])[:, None] < case.input_lengths[None, :]
+        sums = prep.ref_grad.sum(-1)
+        assert np.abs(sums[used]).max() < 1e-9 and prep.x.dtype == np.float32
+
+
+def test_impl_exception_fails_the_case(impl_dir, capsys):
+    args = ["conform", "--impl", "buggy_ctc:raises", "--convention", "optax.ctc_loss",
+            "--framework", "numpy", "-k", "random-1"]
+    assert main(args) == 1
+    assert "raised NotImplementedError: no CTC here yet" in capsys.readouterr().out
+
+
+def test_impl_gradient_difference_is_located():
+    """On a framework with autodiff, the worst gradient entry is named (numpy bridge
+    faked: the reference's own gradient, off at one entry)."""
+    from ctcbridge.conformance import _compare
+
+    row = next(r for r in ROWS if r.name == "torch.ctc_loss")
+    case = next(c for c in corpus.load() if c.name == "blank-middle")
+    prep = row.prepare(case, "float32")
+    grad = prep.ref_grad.copy()
+    grad[3, 1, 2] += 0.5
+    result = _compare(row, case, prep, prep.ref_loss, grad, "x")
+    assert not result.passed and result.grad_error == pytest.approx(0.5)
+    assert "1 of 1080 entries" in result.details[0] and "(3, 1, 2)" in result.details[0]
+
+
+def test_impl_usage_errors(impl_dir, capsys):
+    assert main(["conform", "--impl", "good_ctc:ctc", "--convention", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown convention 'nope'" in err and "torch.ctc_loss" in err
+    assert main(["conform", "--impl", "good_ctc:ctc"]) == 2
+    assert main(["conform", "--impl", "good_ctc:ctc", "--convention", "torch.ctc_loss",
+                 "--framework", "no-such-framework"]) == 2
+    assert "not installed here" in capsys.readouterr().err
+    assert main(["conform", "--impl", "good_ctc", "--convention", "torch.ctc_loss"]) == 2
+
+
+def test_list_conventions(capsys):
+    assert main(["conform", "--list-conventions"]) == 0
+    out = capsys.readouterr().out
+    for row in ROWS:
+        assert row.name in out
+
+
+# ---- --divergences ----------------------------------------------------------
+
+
+def test_divergences(capsys):
+    assert main(["conform", "--divergences"]) == 0
+    out = capsys.readouterr().out
+    for entry in load_divergences()["divergences"]:
+        assert entry["id"] in out
+    assert main(["conform", "--divergences", "--markdown"]) == 0
+    assert capsys.readouterr().out == divergences_markdown()
+    assert main(["conform", "--divergences", "--convention", "torch.ctc_loss"]) == 0
+    out = capsys.readouterr().out
+    assert "torch-log-probs-gradient" in out and "optax-label-out-of-range" not in out
+
+
+def test_json_has_no_bare_infinities(tmp_path):
+    from ctcbridge.cli import _write_json
+
+    _write_json(tmp_path / "x.json", {"a": [float("inf"), float("nan"), 1.0], "b": np.inf})
+    text = (tmp_path / "x.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"a": ["inf", "nan", 1.0], "b": "inf"}
 
 
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "ctcbridge.cli", "--version"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("ctcbridge ")
+
+
+def test_where_for_outputs_that_are_not_per_sample_losses():
+    """A row whose output is not (N,) losses (WarpCTC returns the softmax)."""
+    from ctcbridge.conformance import _compare
+
+    case = next(c for c in corpus.load() if c.name == "blank-first")
+    row = next(r for r in ROWS if r.name == "torch.ctc_loss")
+    prep = row.prepare(case, "float32")
+    from dataclasses import replace
+
+    prep = replace(prep, ref_loss=np.zeros((6, 7)))
+    out = np.zeros((6, 7))
+    out[2, 3] = 1.0
+    result = _compare(row, case, prep, out, None, "x")
+    assert not result.passed and "worst at index (2, 3)" in result.details[0]
