@@ -151,3 +151,28 @@ def test_errors(change, exc, match):
     if exc is RuntimeError:
         with pytest.raises(CTCRuntimeError):
             ct.ctc_loss(**args)
+
+
+def test_minus_inf_log_probs_gradient():
+    """Log-probabilities of -inf (classes no alignment can use): torch's gradient is
+    NaN there; ctcbridge's is the exact 0, with the same losses."""
+    torch.manual_seed(0)
+    lp = torch.randn(6, 2, 5, dtype=torch.float64).log_softmax(-1)
+    lp[:, :, 4] = -float("inf")  # a class that is impossible everywhere
+    lp[2, 0, 3] = -float("inf")  # and one off the paths of sample 0
+    args = (torch.tensor([[1, 2], [3, 3]]), torch.tensor([6, 5]), torch.tensor([2, 2]))
+    grads, losses = [], []
+    for fn in (ct.ctc_loss, F.ctc_loss):
+        z = lp.clone().requires_grad_()
+        loss = fn(z, *args, reduction="none")
+        loss.sum().backward()
+        losses.append(loss.detach().numpy())
+        grads.append(z.grad.numpy())
+    close(losses[0], losses[1], 1e-12, 1e-12)
+    ours, native = grads
+    impossible = np.isneginf(lp.numpy())
+    assert np.isnan(native[:, 0, 4]).all()  # the native behaviour we do not reproduce
+    assert not np.isnan(ours).any() and (ours[impossible] == 0).all()
+    used = ~impossible & (np.arange(6)[:, None, None] < args[1].numpy()[None, :, None])
+    np.testing.assert_allclose(ours[used], native[used] - np.exp(lp.numpy()[used]),
+                               atol=1e-12)  # torch's is exp(lp) - gamma, ours -gamma
