@@ -234,7 +234,7 @@ _ALL = [
         inputs="probs", layout="NTC", blank="last", labels="padded",
         input_lengths="column", label_lengths="column", reduction="none", reductions={},
         output="(N, 1)", infeasible="error|inf", empty_label="error", zero_length="error",
-        gradient="probs", blank_in_labels="skip", dtypes="float16/32/64 / integer",
+        gradient="probs", blank_in_labels="ends", dtypes="float16/32/64 / integer",
         notes=("reads log(y_pred + 1e-7): losses differ from the exact ones by ~1e-7 / p",)),
     Convention(
         "optax", "ctcbridge.optax", "ctc_loss", "optax.ctc_loss",

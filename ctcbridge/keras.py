@@ -25,7 +25,7 @@ from ._arrays.call import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
 from .canonical import _as_int
 from .errors import CTCValueError
-from .tensorflow import _prepare_dense
+from .tensorflow import _end_at_blank, _padded, _prepare_dense, _tf_prepare_dense
 
 __all__ = ["ctc_loss", "ctc_batch_cost"]
 
@@ -34,8 +34,11 @@ EPSILON = 1e-7  # keras.backend.epsilon()
 
 @factory("keras.ctc_loss")
 def _loss_call(blank):
-    return CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+    call = CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
                    batch_size=lambda s: s[0], batch_axis=0)
+    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
+    call.tf_prepare = partial(_tf_prepare_dense, time_major=False, blank_index=blank)
+    return call
 
 
 @factory("keras.ctc_batch_cost")
@@ -66,6 +69,10 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
     for name, arr in (("input_length", input_length), ("label_length", label_length)):
         if arr.shape != (B,):
             raise CTCValueError(f"{name} must have shape ({B}, 1), got {arr.size} values")
+    # the labels reach TF v1's kernel (blank C - 1): a blank ends the sequence
+    rows = _end_at_blank([labels[n, : max(int(label_length[n]), 0)] for n in range(B)],
+                         C - 1, C)
+    labels, label_length = _padded(rows)
     for n in range(B):
         if label_length[n] == 0:
             raise CTCValueError(f"Labels length is zero in batch {n}")

@@ -186,6 +186,56 @@ def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, bl
                     grad_back=back, post=post)
 
 
+def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
+    """``_prepare_dense`` with TF ops, for the TF bridge's custom-op route (tf.function).
+
+    The engine reads either layout in place and validates labels and lengths
+    itself (the same messages as the numpy path); infeasible samples (TF's
+    sentinel arithmetic) and labels equal to a non-zero blank go to the numpy
+    ``_prepare_dense`` through ``needs_numpy``.  Returns None (numpy path) where
+    static shapes or dtypes do not settle the call.
+    """
+    import tensorflow as tf
+
+    from ._arrays.tensorflow import TFTraced
+
+    C = logits.shape[-1] if logits.shape.rank == 3 else None
+    if C is None or labels.shape.rank != 2:
+        return None
+    blank = blank_index + C if blank_index < 0 else blank_index
+    if not 0 <= blank < C or not all(a.dtype.is_integer
+                                     for a in (labels, label_length, logit_length)):
+        return None  # the numpy path raises
+    label_length = tf.reshape(label_length, [-1])
+    logit_length = tf.reshape(logit_length, [-1])
+
+    def needs_numpy(losses):
+        special = tf.reduce_any(tf.math.is_inf(losses) & (losses > 0))
+        if blank != 0:  # a label equal to the blank: the numpy path's error
+            width = tf.shape(labels, out_type=tf.int64)[1]
+            used = tf.range(width)[None, :] < tf.cast(label_length, tf.int64)[:, None]
+            special |= tf.reduce_any(used & tf.equal(labels, tf.cast(blank, labels.dtype)))
+        return special
+
+    return TFTraced(logits, "TNC" if time_major else "NTC", labels, logit_length, label_length,
+                    dict(blank=blank, inputs="logits"), needs_numpy=needs_numpy)
+
+
+def _end_at_blank(rows, blank, C):
+    """TF v1's kernel rule: a blank ends a label sequence (trailing blanks are
+    dropped); a label after a blank is an error."""
+    rows = list(rows)
+    for n, r in enumerate(rows):
+        hit = np.flatnonzero(r == blank)
+        if hit.size:
+            if (r[hit[0]:] != blank).any():
+                raise CTCValueError(
+                    f"Saw a non-null label (index >= num_classes - 1) following a null label, "
+                    f"batch: {n} num_classes: {C} labels: {','.join(map(str, r))}")
+            rows[n] = r[: hit[0]]
+    return rows
+
+
 def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,
                     collapse, merge_repeated, ignore_longer):
     acts, back = _to_tnc(logits, time_major)
@@ -199,15 +249,7 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
     logit_length = integral(logit_length, "sequence_length").reshape(-1)
     if logit_length.shape != (B,):
         raise CTCValueError(f"sequence_length must have {B} entries, got {logit_length.size}")
-    for n, r in enumerate(rows):
-        # TF's kernel: a blank ends the sequence; a label after it is an error
-        hit = np.flatnonzero(r == blank)
-        if hit.size:
-            if (r[hit[0]:] != blank).any():
-                raise CTCValueError(
-                    f"Saw a non-null label (index >= num_classes - 1) following a null label, "
-                    f"batch: {n} num_classes: {C} labels: {','.join(map(str, r))}")
-            rows[n] = r[: hit[0]]
+    rows = _end_at_blank(rows, blank, C)
     raw_lengths = np.array([r.size for r in rows])
     for n, r in enumerate(rows):
         if r.size == 0:
@@ -260,9 +302,12 @@ def _sparse_factory(time_major, blank, collapse, merge, ignore):
 
 @factory("tf.dense")
 def _dense_factory(time_major, blank):
-    return CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
+    call = CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
                    batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
                    batch_axis=1 if time_major else 0)
+    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
+    call.tf_prepare = partial(_tf_prepare_dense, time_major=time_major, blank_index=blank)
+    return call
 
 
 def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):

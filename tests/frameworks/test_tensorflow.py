@@ -233,3 +233,22 @@ def test_blank_index_label_divergence_and_errors():
         ctf.ctc_loss_v1(sp, x[:2], tf.constant([2]))
     with pytest.raises(ValueError, match="blank_index` must be provided"):
         ctf.ctc_loss(sp, x, None, tf.constant([6]))
+
+
+@pytest.mark.parametrize("label,valid", [([1, 2, 4], True), ([1, 4, 4], True),
+                                         ([1, 4, 2], False), ([4, 1, 2], False)])
+def test_batch_cost_blank_label_ends_sequence(label, valid):
+    """ctc_batch_cost's labels reach TF v1's kernel (blank C - 1): a blank ends the
+    sequence (trailing ones dropped), a label after it is an error, as natively."""
+    rng = np.random.default_rng(0)
+    p = rng.random((1, 8, 5)).astype(np.float32)
+    p /= p.sum(-1, keepdims=True)
+    args = (np.array([label]), p, np.array([[8]]), np.array([[3]]))
+    if valid:
+        native = native_batch_cost(*[tf.constant(a) for a in args]).numpy()
+        close(ck.ctc_batch_cost(*args), native, 1e-5, 1e-5)
+    else:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="non-null label"):
+            native_batch_cost(*[tf.constant(a) for a in args])
+        with pytest.raises(ValueError, match="non-null label"):
+            ck.ctc_batch_cost(*args)
