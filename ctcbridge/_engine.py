@@ -173,6 +173,15 @@ def _load() -> ctypes.CDLL:
     )
 
 
+def companion(name: str) -> Path | None:
+    """A library built beside the loaded engine (e.g. "ctcbridge_tf", the
+    TensorFlow op), in the same directory, or None if there is none."""
+    lib = load()
+    stem = _LIB_NAMES.get(sys.platform, _LIB_NAMES["linux"]).replace("ctcbridge_engine", name)
+    path = Path(lib._name).resolve().with_name(stem)
+    return path if path.is_file() else None
+
+
 def engine_version() -> str:
     """The compiled engine's version string ("MAJOR.MINOR.PATCH")."""
     return load().ctcb_version().decode()
@@ -225,4 +234,5 @@ def call(problem: Problem, options: Options) -> None:
     check(lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options)))
 
 
-__all__ = ["load", "call", "check", "engine_version", "workspace_bytes", "Options", "Problem"]
+__all__ = ["load", "call", "check", "companion", "engine_version", "workspace_bytes", "Options",
+           "Problem"]

@@ -117,7 +117,8 @@ def _optax_lattice(logits, pad, labels, length, blank, log_eps):
     return -log_z, grad
 
 
-def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_epsilon):
+def _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id):
+    """The checks that need only shapes (numpy arrays or jax tracers)."""
     err = CTCValueError
     if logits.ndim != 3:
         raise err(f"logits must be 3-D (B, T, K), got shape {logits.shape}")
@@ -132,6 +133,12 @@ def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_ep
         raise err(f"Expected `labels` to have batch size {B}, got {labels.shape[0]}.")
     if not 0 <= blank_id < K:
         raise err(f"blank_id = {blank_id} is outside [0, K = {K})")
+
+
+def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_epsilon):
+    err = CTCValueError
+    _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id)
+    B, T, K = logits.shape
     pads = np.asarray(logit_paddings)
     if not np.isin(pads, (0, 1)).all():
         raise err("logit_paddings must hold 0 (frame used) or 1 (frame padded); got "
@@ -181,10 +188,70 @@ def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_ep
     )
 
 
+def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_epsilon):
+    """``_prepare`` with jnp ops, for the JAX bridge's custom-call route (under jit).
+
+    It settles the common case exactly: paddings of 0 and 1, labels within
+    [0, K), used frames first (a hole of padded frames is gathered away as
+    ``_prepare`` does).  Anything else, and infeasible samples (optax's own
+    ``log_epsilon`` value), is handed to the numpy ``_prepare`` through
+    ``needs_numpy``, which raises its errors or applies its ``post``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ._arrays.jax import Traced
+
+    _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id)
+    if jnp.dtype(labels.dtype).kind not in "iu":
+        return None  # the numpy path raises integral()'s TypeError
+    K = logits.shape[2]
+    N = labels.shape[1]
+
+    def zero_one(p):
+        return jnp.all((p == 0) | (p == 1))
+
+    # with 0/1 paddings optax's N - sum(label_paddings) is an exact integer
+    label_lengths = N - label_paddings.sum(1).astype(jnp.int32)
+    used = logit_paddings == 0
+    input_lengths = used.sum(1, dtype=jnp.int32)
+    in_label = jnp.arange(N)[None, :] < label_lengths[:, None]
+    valid = (zero_one(logit_paddings) & zero_one(label_paddings)
+             & jnp.all(~in_label | ((labels >= 0) & (labels < K))))
+    # invalid values go to the numpy path; the engine must not see them first
+    labels = jnp.clip(labels, 0, K - 1)
+    label_lengths = jnp.clip(label_lengths, 0, N)
+
+    # used frames first (a stable sort of the padding flags), only where there are holes
+    contiguous = jnp.all(used[:, 1:] <= used[:, :-1])
+
+    def frames(z, inverse=False):
+        def gather():
+            order = jnp.argsort(~used, axis=1, stable=True)
+            order = jnp.argsort(order, axis=1) if inverse else order
+            return jnp.take_along_axis(z, order[:, :, None], axis=1)
+
+        return jax.lax.cond(contiguous, lambda: z, gather)
+
+    def grad_back(g):  # engine frames back to their places; padded frames get 0
+        return frames(g, inverse=True)
+
+    def needs_numpy(losses):
+        infeasible = jnp.any(jnp.isposinf(losses)) if np.isfinite(log_epsilon) else False
+        return ~valid | infeasible
+
+    return Traced(frames(logits), labels, input_lengths, label_lengths,
+                  dict(blank=blank_id, layout="NTC", inputs="logits", infeasible="inf"),
+                  grad_back=grad_back, needs_numpy=needs_numpy)
+
+
 @factory("optax.ctc_loss")
 def _call(blank_id, log_epsilon):
-    return CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
+    call = CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
                    batch_size=lambda s: s[0], batch_axis=0)
+    # read by the JAX bridge under jit (ctcbridge/_arrays/jax.py)
+    call.jax_prepare = partial(_jax_prepare, blank_id=blank_id, log_epsilon=log_epsilon)
+    return call
 
 
 def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):

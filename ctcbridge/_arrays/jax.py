@@ -1,19 +1,34 @@
 """The JAX bridge: ``jax.custom_vjp`` around the engine.
 
-With concrete arrays the engine runs directly (errors keep their types);
-under ``jax.jit``/``vmap`` tracing it runs through ``jax.pure_callback``
-(``vmap_method="sequential"``), so the loss works inside compiled and
-vectorised code; ``jax.grad`` uses the engine's own gradient.
+With concrete arrays the engine runs directly (errors keep their types).
+Under tracing (``jax.jit``, ``grad``, ``vmap``) there are two routes:
+
+- the custom call: a signature whose call carries a ``jax_prepare`` (its
+  numpy ``prepare`` written with jnp ops, see :class:`Traced`) runs the
+  engine as an XLA FFI custom call (``ctcb_xla_ffi_ctc_loss`` in the engine
+  library, registered with ``jax.ffi``), on CPU, for float32/float64: a
+  jitted program calls C directly, with no Python per call.  Inputs the jnp
+  preparation does not settle (invalid values that must raise the numpy
+  path's errors, a native's own value for infeasible samples) switch, inside
+  the program (``lax.cond``), to the route below.
+- ``jax.pure_callback`` (``vmap_method="sequential"``) around the numpy path:
+  every other signature, other platforms and dtypes, and the cases above.
+
+``jax.grad`` uses the engine's own gradient either way.
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from functools import partial
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _engine as _lib, _threads, canonical
 from .call import CTCCall, run
 
 
@@ -21,17 +36,134 @@ def _is_concrete(*arrays) -> bool:
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
-def _engine(call: CTCCall, x, aux, want_grad: bool):
+@dataclass
+class Traced:
+    """A signature's ``prepare`` done with jnp ops on traced arrays (``jax_prepare``).
+
+    The canonical engine call (padded ``labels`` (N, S), ``input_lengths`` and
+    ``label_lengths`` (N,), integer arrays; ``options`` as for
+    ``canonical.compute``: blank, layout, inputs, infeasible, log_zero...),
+    ``grad_back`` mapping the engine's gradient to the activations' layout,
+    and ``needs_numpy(losses)``: a boolean scalar, true where the numpy path
+    must decide instead (it raises the errors, or applies a ``post``)."""
+
+    activations: Any
+    labels: Any
+    input_lengths: Any
+    label_lengths: Any
+    options: dict
+    grad_back: Callable | None = None
+    needs_numpy: Callable | None = None
+
+
+_FFI_TARGET = "ctcbridge_ctc_loss"
+_FFI_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_ffi_lock = threading.Lock()
+_ffi_ready: bool | None = None
+
+
+def _ffi_registered() -> bool:
+    """Register the engine's XLA FFI handler once; False if the library lacks it."""
+    global _ffi_ready
+    with _ffi_lock:
+        if _ffi_ready is None:
+            try:
+                handler = _lib.load().ctcb_xla_ffi_ctc_loss
+                jax.ffi.register_ffi_target(_FFI_TARGET, jax.ffi.pycapsule(handler),
+                                            platform="cpu")
+                _ffi_ready = True
+            except (AttributeError, ImportError):  # an engine built before the handler
+                _ffi_ready = False
+    return _ffi_ready
+
+
+def _ffi_options(options: dict) -> dict:
+    """canonical.compute's options -> the custom call's attributes."""
+    o = dict(blank=0, layout="TNC", inputs="logits", infeasible="inf", log_zero=-1e10,
+             merge_repeated=True, warp_blank_labels=False, log_space=False, num_threads=0)
+    o.update(options)
+    flags = ((0 if o["merge_repeated"] else _lib.FLAG_NO_MERGE_REPEATED)
+             | (_lib.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
+             | (_lib.FLAG_LOG_SPACE if o["log_space"] else 0))
+    return dict(blank=np.int64(o["blank"]), layout=np.int64(canonical.LAYOUTS.index(o["layout"])),
+                input_kind=np.int64(canonical.INPUT_KINDS[o["inputs"]]),
+                infeasible=np.int64(canonical.INFEASIBLE[o["infeasible"]]),
+                flags=np.int64(flags), num_threads=np.int64(o["num_threads"]),
+                log_zero=np.float64(o["log_zero"]))
+
+
+def _custom_call(call: CTCCall, x, aux, want_grad: bool):
+    """The engine as an XLA custom call, or None where that route does not apply."""
+    prepare = getattr(call, "jax_prepare", None)
+    if prepare is None or x.dtype not in _FFI_DTYPES or not _ffi_registered():
+        return None
+    t = prepare(x, *aux)
+    if t is None:
+        return None
+    acts = t.activations
     n = call.batch_size(tuple(x.shape))
+    outs = [jax.ShapeDtypeStruct((n,), acts.dtype)]
+    if want_grad:
+        outs.append(jax.ShapeDtypeStruct(acts.shape, acts.dtype))
+    ints = [jnp.asarray(a).astype(jnp.int32) for a in (t.labels, t.input_lengths,
+                                                       t.label_lengths)]
+    # read when the program is traced: a compiled program keeps its thread count
+    attrs = _ffi_options({"num_threads": _threads.get_num_threads("jax"), **t.options})
+
+    def on_cpu():
+        res = jax.ffi.ffi_call(_FFI_TARGET, outs, vmap_method="sequential")(acts, *ints, **attrs)
+        losses = res[0]
+        grad = res[1] if want_grad else None
+        if grad is not None and t.grad_back is not None:
+            grad = t.grad_back(grad)
+        if t.needs_numpy is None:
+            return losses, grad
+        return jax.lax.cond(t.needs_numpy(losses),
+                            lambda: _callback(call, x, aux, want_grad),
+                            lambda: (losses, grad))
+
+    # the handler is registered for the CPU only; elsewhere the callback runs
+    return jax.lax.platform_dependent(cpu=on_cpu,
+                                      default=lambda: _callback(call, x, aux, want_grad))
+
+
+def _engine(call: CTCCall, x, aux, want_grad: bool):
     dtype = x.dtype
     if _is_concrete(x, *aux):
         losses, grad = run(call, np.asarray(x), *[np.asarray(a) for a in aux],
-                           want_grad=want_grad)
+                           want_grad=want_grad, framework="jax")
         return jnp.asarray(losses, dtype), (jnp.asarray(grad, dtype) if want_grad else None)
+    done = _custom_call(call, x, aux, want_grad)
+    losses, grad = done if done is not None else _callback(call, x, aux, want_grad)
+    return _vary_like(x, losses), (None if grad is None else _vary_like(x, grad))
+
+
+def _vary_like(ref, y):
+    """``y`` varying over the manual mesh axes ``ref`` varies over (``shard_map``):
+    the engine's outputs depend on its inputs, and ``custom_vjp`` requires the
+    gradient to have the activations' exact type."""
+    if not hasattr(jax, "typeof") or not hasattr(jax.lax, "pcast"):  # older JAX: no such types
+        return y
+    missing = tuple(sorted(_varying(ref) - _varying(y)))
+    return jax.lax.pcast(y, missing, to="varying") if missing else y
+
+
+def _varying(x) -> frozenset:
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.10
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", ()))  # JAX 0.7 - 0.9
+
+
+def _callback(call: CTCCall, x, aux, want_grad: bool):
+    """The numpy path through jax.pure_callback."""
+    n = call.batch_size(tuple(x.shape))
+    dtype = x.dtype
 
     def callback(xv, *av):
         losses, grad = run(call, np.asarray(xv), *[np.asarray(a) for a in av],
-                           want_grad=want_grad)
+                           want_grad=want_grad, framework="jax")
         losses = np.asarray(losses, dtype)
         return (losses, np.asarray(grad, dtype)) if want_grad else losses
 
@@ -67,12 +199,32 @@ def _ctc_bwd(call, residuals, g):
 _ctc.defvjp(_ctc_fwd, _ctc_bwd)
 
 
+_jitted: dict = {}
+
+
+def _compiled(call: CTCCall):
+    """``_ctc`` for one call, under ``jax.jit`` (one per call key).
+
+    Traced but not jitted (eager ``jax.grad``, ``vmap``) the loss would run
+    the custom call's jnp preparation op by op; inside ``jit`` it compiles
+    once, and under an enclosing ``jit`` it is simply inlined."""
+    # repr: a NaN static must still find its entry; the thread count is traced in
+    key = (repr(call.key), _threads.get_num_threads("jax"))
+    fn = _jitted.get(key)
+    if fn is None:
+        fn = _jitted[key] = jax.jit(partial(_ctc, call))
+    return fn
+
+
 class JaxBridge:
     name = "jax"
 
     def ctc(self, call: CTCCall, activations, aux):
         x = jnp.asarray(activations)
-        return _ctc(call, x, *[jnp.asarray(a) for a in aux])
+        aux = [jnp.asarray(a) for a in aux]
+        if _is_concrete(x, *aux) or not call.key:  # concrete: numpy path, errors keep types
+            return _ctc(call, x, *aux)
+        return _compiled(call)(x, *aux)
 
     def asarray(self, x, like=None):
         return jnp.asarray(x)
@@ -91,6 +243,9 @@ class JaxBridge:
 
     def reshape(self, x, shape):
         return jnp.reshape(x, shape)
+
+    def stack(self, arrays, axis):
+        return jnp.stack([jnp.asarray(a) for a in arrays], axis)
 
 
 BRIDGE = JaxBridge()

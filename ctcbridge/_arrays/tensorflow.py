@@ -1,16 +1,100 @@
 """The TensorFlow bridge: ``tf.custom_gradient`` around the engine.
 
-Eagerly the engine runs directly on the tensors' numpy values; inside a
-``tf.function`` it runs through ``tf.numpy_function``.  Gradients come from
-the engine (``tf.GradientTape`` sees a custom gradient).
+Eagerly the engine runs directly on the tensors' numpy values.  Inside a
+``tf.function``, a signature whose call carries a ``tf_prepare`` (its numpy
+``prepare`` written with TF ops, returning :class:`TFTraced`) runs the
+engine as the custom op ``CtcbridgeCtcLoss`` (``libctcbridge_tf``, built
+beside the engine and loaded with ``tf.load_op_library``) on float32/float64
+activations: no Python and no copies per call.  Cases the TF-op preparation
+does not settle switch, inside the graph (``tf.cond``), to the numpy path
+through ``tf.numpy_function``, which every other signature uses.  Gradients
+come from the engine (``tf.GradientTape`` sees a custom gradient).
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import numpy as np
 import tensorflow as tf
 
+from .. import _engine, _threads
 from .call import CTCCall, run
+
+
+@dataclass
+class TFTraced:
+    """A signature's ``prepare`` done with TF ops (``tf_prepare``) inside a tf.function.
+
+    ``activations`` as they are, ``layout`` "TNC" or "NTC"; padded ``labels``
+    (N, S), ``input_lengths`` and ``label_lengths`` (N,); ``options`` for the
+    engine (blank, inputs, infeasible, log_zero, ...); ``needs_numpy(losses)``:
+    a boolean scalar tensor, true where the numpy path must decide instead."""
+
+    activations: Any
+    layout: str
+    labels: Any
+    input_lengths: Any
+    label_lengths: Any
+    options: dict
+    needs_numpy: Callable | None = None
+
+
+_op_lock = threading.Lock()
+_op_module: Any = None  # None: not tried yet; False: unavailable
+
+
+def _custom_op():
+    """The loaded op library (its Python module), or None."""
+    global _op_module
+    with _op_lock:
+        if _op_module is None:
+            path = _engine.companion("ctcbridge_tf")
+            try:
+                module = tf.load_op_library(str(path)) if path is not None else None
+            except (tf.errors.NotFoundError, OSError):  # a foreign or stale build
+                module = None
+            _op_module = module if hasattr(module, "ctcbridge_ctc_loss") else False
+    return _op_module or None
+
+
+def _op_call(call: CTCCall, xv, aux):
+    """(losses, grad) from the custom op, or None where that route does not apply."""
+    prepare = getattr(call, "tf_prepare", None)
+    if prepare is None or xv.dtype not in (tf.float32, tf.float64) or _custom_op() is None:
+        return None
+    t = prepare(xv, *aux)
+    if t is None:
+        return None
+    o = dict(blank=0, inputs="logits", infeasible="inf", log_zero=-1e10, merge_repeated=True,
+             warp_blank_labels=False, log_space=False,
+             num_threads=_threads.get_num_threads("tensorflow"))
+    o.update(t.options)
+    flags = ((0 if o["merge_repeated"] else _engine.FLAG_NO_MERGE_REPEATED)
+             | (_engine.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
+             | (_engine.FLAG_LOG_SPACE if o["log_space"] else 0))
+    from ..canonical import INFEASIBLE, INPUT_KINDS, LAYOUTS
+
+    ints = [tf.cast(a, tf.int64) for a in (t.labels, t.input_lengths, t.label_lengths)]
+    losses, grad = _custom_op().ctcbridge_ctc_loss(
+        t.activations, *ints, tf.constant(float(o["log_zero"]), tf.float64),
+        blank=int(o["blank"]), layout=LAYOUTS.index(t.layout),
+        input_kind=INPUT_KINDS[o["inputs"]], infeasible=INFEASIBLE[o["infeasible"]],
+        flags=flags, num_threads=int(o["num_threads"]))
+    if t.needs_numpy is None:
+        return losses, grad
+    return tf.cond(t.needs_numpy(losses), lambda: _numpy_function(call, xv, aux),
+                   lambda: (losses, grad))
+
+
+def _numpy_function(call: CTCCall, xv, aux):
+    def callback(xn, *an):
+        return run(call, xn, *an, framework="tensorflow")
+
+    losses, grad = tf.numpy_function(callback, [xv, *aux], [xv.dtype, xv.dtype], stateful=False)
+    return losses, grad
 
 
 class TensorFlowBridge:
@@ -24,15 +108,13 @@ class TensorFlowBridge:
         @tf.custom_gradient
         def op(xv):
             if tf.executing_eagerly():
-                losses, grad = run(call, xv.numpy(), *[np.asarray(a) for a in aux])
+                losses, grad = run(call, xv.numpy(), *[np.asarray(a) for a in aux],
+                                   framework="tensorflow")
                 losses = tf.constant(losses, dtype=xv.dtype)
                 grad = tf.constant(grad, dtype=xv.dtype)
             else:
-                def callback(xn, *an):
-                    return run(call, xn, *an)
-
-                losses, grad = tf.numpy_function(callback, [xv, *aux], [xv.dtype, xv.dtype],
-                                                 stateful=False)
+                done = _op_call(call, xv, aux)
+                losses, grad = done if done is not None else _numpy_function(call, xv, aux)
                 n = call.batch_size(tuple(xv.shape)) if xv.shape.is_fully_defined() else None
                 losses.set_shape([n])
                 grad.set_shape(xv.shape)
@@ -68,18 +150,21 @@ class TensorFlowBridge:
     def reshape(self, x, shape):
         return tf.reshape(x, shape)
 
+    def stack(self, arrays, axis):
+        return tf.stack([tf.convert_to_tensor(a) for a in arrays], axis)
+
 
 BRIDGE = TensorFlowBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and the gradient of
-    the sum of the finite losses (TF natives return finite sentinels anyway)."""
+    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x, as
+    the other runners (an infinite loss keeps its defined gradient, e.g. warp-ctc's
+    softmax for a sample without an alignment)."""
     xv = tf.Variable(x)
     conv = {k: tf.constant(v) for k, v in arrays.items()}
     with tf.GradientTape() as tape:
         out = fn(**order(fn, xv, conv), **statics)
-        finite = tf.where(tf.math.is_finite(out), out, tf.zeros_like(out))
-        total = tf.reduce_sum(finite)
+        total = tf.reduce_sum(out)
     grad = tape.gradient(total, xv)
     return np.asarray(out), (None if grad is None else grad.numpy())
