@@ -20,6 +20,14 @@ X64 = bool(jax.config.jax_enable_x64)
 FLOAT = np.float64 if X64 else np.float32
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    """The custom call is the CPU route (other platforms take pure_callback): on a
+    machine whose default JAX device is a GPU, these tests pin the CPU."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
 def _args(seed):
     case = make_case(seed, blank="any" if seed % 4 == 1 else "zero", bucketed=True)
     rng = np.random.default_rng(seed)
