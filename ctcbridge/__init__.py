@@ -14,6 +14,7 @@ imported only by the users who ask for them.
 
 from __future__ import annotations
 
+from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
 from .canonical import ctc_loss, ctc_loss_and_grad
 from .errors import (
@@ -38,6 +39,8 @@ __all__ = [
     "ctc_loss",
     "ctc_loss_and_grad",
     "engine_version",
+    "get_num_threads",
+    "set_num_threads",
     "CTCError",
     "CTCTypeError",
     "CTCValueError",

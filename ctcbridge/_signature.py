@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from .errors import CTCError
+from .errors import CTCError, EngineError
 
 
 def shape_of(x) -> tuple:
@@ -40,7 +40,8 @@ def reraise_as(error_type):
             try:
                 return fn(*args, **kwargs)
             except CTCError as exc:
-                if isinstance(exc, error_type):
+                # an engine failure (memory) is not about the input: it keeps its type
+                if isinstance(exc, (error_type, EngineError)):
                     raise
                 raise error_type(str(exc)) from None
 

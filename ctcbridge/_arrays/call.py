@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import canonical
+from .. import _threads, canonical
 
 
 @dataclass
@@ -71,11 +71,17 @@ def rebuild(key: tuple) -> CTCCall:
     return make(*key)
 
 
-def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True):
-    """(losses (N,), grad shaped like `activations` or None), numpy."""
+def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True,
+        framework: str = "numpy"):
+    """(losses (N,), grad shaped like `activations` or None), numpy.
+
+    ``framework``: the bridge calling, whose intra-op thread setting the engine
+    follows unless ``ctcbridge.set_num_threads`` says otherwise; it is read
+    here, at every engine call, on whatever thread the framework runs it."""
     prep = call.prepare(np.asarray(activations), *[np.asarray(a) for a in aux])
+    kwargs = {"num_threads": _threads.engine_threads(framework), **prep.kwargs}
     losses, grad = canonical.compute(prep.activations, prep.labels, want_grad=want_grad,
-                                     **prep.kwargs)
+                                     **kwargs)
     if grad is not None and prep.grad_back is not None:
         grad = prep.grad_back(grad)
     if prep.post is not None:  # e.g. a native's own value for infeasible samples

@@ -37,7 +37,8 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
             want_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     call = _get(key)
     x = activations.detach().cpu().numpy()
-    losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad)
+    losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad,
+                       framework="torch")
     device = activations.device
     out_grad = torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None else \
         activations.new_empty((0,), device="cpu")
@@ -63,12 +64,14 @@ def _backward(ctx, g_losses, _g_grad):
     if grad.numel() == 0 and g_losses.numel():
         raise RuntimeError("ctcbridge: the gradient was not computed (the activations did not "
                            "require grad when the loss was computed)")
-    return _scale(grad, g_losses, ctx.batch_axis), [None] * ctx.n_aux, None, None
+    # traced code (this op exists for torch.compile) must not branch on values:
+    # older torch versions trace this backward with is_compiling() False
+    return _scale(grad, g_losses, ctx.batch_axis, traced=True), [None] * ctx.n_aux, None, None
 
 
-def _scale(grad, g_losses, batch_axis):
+def _scale(grad, g_losses, batch_axis, traced=False):
     """The gradient of sum_n g[n] * loss[n]: each sample's rows times g[n]."""
-    if not torch.compiler.is_compiling() and bool((g_losses == 1).all()):
+    if not traced and not torch.compiler.is_compiling() and bool((g_losses == 1).all()):
         return grad  # d sum(losses): no copy needed
     if batch_axis is None:
         return grad * g_losses.reshape(())
@@ -89,7 +92,8 @@ class _EagerCTC(torch.autograd.Function):
     def forward(ctx, activations, call, *aux):
         want = ctx.needs_input_grad[0]
         losses, grad = run(call, activations.detach().cpu().numpy(),
-                           *[a.detach().cpu().numpy() for a in aux], want_grad=want)
+                           *[a.detach().cpu().numpy() for a in aux], want_grad=want,
+                           framework="torch")
         ctx.batch_axis = call.batch_axis
         ctx.n_aux = len(aux)
         if want:
@@ -136,6 +140,9 @@ class TorchBridge:
 
     def reshape(self, x, shape):
         return x.reshape(shape)
+
+    def stack(self, arrays, axis):
+        return torch.stack([self.asarray(a) for a in arrays], axis)
 
 
 BRIDGE = TorchBridge()
