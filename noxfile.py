@@ -13,7 +13,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["ctests", "sanitize", "tests", "fuzz", "torch", "jax", "tensorflow",
-                        "cross"]
+                        "cross", "mxnet", "pytensor", "theano", "chainer", "migration", "docs"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -45,8 +45,9 @@ def ctests(session: nox.Session) -> None:
     session.run("ctest", "--test-dir", str(build), "--output-on-failure")
     if shutil.which("valgrind") is None:
         session.error("valgrind is required for the memcheck run (Debian package valgrind)")
-    session.run("valgrind", "--leak-check=full", "--errors-for-leak-kinds=all",
-                "--error-exitcode=3", str(build / "test_engine"), external=True)
+    for test in ("test_engine", "test_xla_ffi"):
+        session.run("valgrind", "--leak-check=full", "--errors-for-leak-kinds=all",
+                    "--error-exitcode=3", str(build / test), external=True)
 
 
 @nox.session(python=PYTHON)
@@ -103,16 +104,22 @@ def fuzz(session: nox.Session) -> None:
 def torch(session: nox.Session) -> None:
     """ctcbridge.torch against torch's own CTC (torch 2.13.0 CPU): values, gradients, compile."""
     session.install(".", TORCH, *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_torch.py", *session.posargs)
+    session.run("pytest", "tests/frameworks/test_torch.py", "tests/frameworks/test_scale_torch.py",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def jax(session: nox.Session) -> None:
     """ctcbridge.optax against optax.ctc_loss, with and without JAX_ENABLE_X64."""
     session.install(".", "jax", "optax", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs)
-    session.run("pytest", "tests/frameworks/test_optax.py", *session.posargs,
+    session.run("pytest", "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py",
+                *session.posargs)
+    session.run("pytest", "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py",
+                *session.posargs,
                 env={"JAX_ENABLE_X64": "1"})
+    # data parallelism over 2 host CPU devices: XLA reads the flag when jax starts
+    session.run("pytest", "tests/frameworks/test_scale_jax.py", *session.posargs,
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
 
 
 @nox.session(python=PYTHON)
@@ -120,13 +127,125 @@ def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
     session.install(".", "tensorflow-cpu", *TEST_DEPS)
     session.run("pytest", "tests/frameworks/test_tensorflow.py", *session.posargs)
+    # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
+    session.run("pytest", "tests/frameworks/test_scale_tensorflow.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def cross(session: nox.Session) -> None:
-    """Every signature on torch, jax and tensorflow arrays gives the numpy results."""
+    """Every signature on torch, jax and tensorflow arrays gives the numpy results; the
+    TensorFlow custom op inside tf.function gives the eager results."""
     session.install(".", TORCH, "tensorflow-cpu", "jax", "optax", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_cross.py", *session.posargs)
+    session.run("pytest", "tests/frameworks/test_cross.py", "tests/frameworks/test_tf_op.py",
+                *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mxnet(session: nox.Session) -> None:
+    """ctcbridge.mxnet and ctcbridge.gluon against mxnet 1.9.1's contrib.ctc_loss and
+    gluon CTCLoss (autograd, hybridize, Symbol API); WarpCTC against the reference.
+    torch beside it checks Gluon's conventions on torch tensors."""
+    # mxnet 1.9.1 uses numpy aliases removed in numpy 1.24 (np.bool...)
+    session.install(".", "mxnet==1.9.1", "numpy<1.24", TORCH, *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_mxnet.py", *session.posargs)
+    # the MXNet (and MXNet + torch) examples of docs/signatures/mxnet.md run here
+    session.run("pytest", "tests/test_docs.py", "-k", "python_examples and mxnet",
+                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "mxnet,torch"})
+
+
+@nox.session(python=PYTHON)
+def pytensor(session: nox.Session) -> None:
+    """ctcbridge.theano on PyTensor variables: the Op, pytensor.grad, compiled functions,
+    and the docs' PyTensor examples."""
+    session.install(".", "pytensor", *TEST_DEPS)
+    session.run("pytest", "tests/frameworks/test_pytensor.py", *session.posargs)
+    # the PyTensor examples of docs/signatures/theano.md run here
+    session.run("pytest", "tests/test_docs.py", "-k", "python_examples",
+                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "pytensor"})
+
+
+@nox.session(python=PYTHON)
+def theano(session: nox.Session) -> None:
+    """ctcbridge.theano against Theano 1.0.5's signature (its Op on Theano variables) and
+    against mxnet 1.9.1's warp-ctc semantics (contrib.ctc_loss, blank_label='first')."""
+    import tempfile
+
+    # theano 1.0.5 and mxnet 1.9.1 use numpy aliases removed in numpy 1.24
+    session.install(".", "theano==1.0.5", "mxnet==1.9.1", "numpy<1.24", *TEST_DEPS)
+    # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
+    flags = f"blas.ldflags=,base_compiledir={tempfile.mkdtemp(prefix='ctcbridge-theano-')}"
+    # with a warp-ctc build (CTCBRIDGE_WARPCTC_ROOT: holds include/ctc.h and
+    # build/libwarpctc.so), Theano's own Op is compared as well
+    if os.environ.get("CTCBRIDGE_WARPCTC_ROOT"):
+        flags += f",ctc.root={os.environ['CTCBRIDGE_WARPCTC_ROOT']}"
+    session.run("pytest", "tests/frameworks/test_theano.py", *session.posargs,
+                env={"THEANO_FLAGS": flags})
+
+
+def _install_chainer(session: nox.Session, *pins: str) -> None:
+    """chainer 7.8.1 is an sdist whose setup.py imports pkg_resources: build it
+    without isolation, against the environment's setuptools (< 81 still has it).
+    Importing chainer imports numpy.distutils, which needs the standard library's
+    distutils rather than setuptools' replacement."""
+    session.env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
+    session.install("setuptools>=77.0.3,<81", "wheel", *pins)
+    session.install("--no-build-isolation", "chainer==7.8.1", *pins)
+
+
+@nox.session(python=PYTHON)
+def chainer(session: nox.Session) -> None:
+    """ctcbridge.chainer against chainer 7.8.1's connectionist_temporal_classification:
+    values, gradients, FunctionNode and Variable idioms, errors, divergences; jax beside
+    it checks Chainer's conventions on jax arrays."""
+    session.install(".", "numpy<2", "jax", *TEST_DEPS)
+    _install_chainer(session, "numpy<2")
+    session.run("pytest", "tests/frameworks/test_chainer.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def migration(session: nox.Session) -> None:
+    """The legacy environment (mxnet 1.9.1, chainer 7.8.1, theano 1.0.5, torch 2.13.0,
+    numpy < 1.24): the Chainer and Gluon signatures on torch tensors give the losses
+    and gradients of native chainer and mxnet; the documentation's examples and the
+    conventions table's probes that need mxnet, chainer or theano run here."""
+    import tempfile
+
+    session.env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
+    pins = ("numpy<1.24",)
+    session.install(".", *pins, *TEST_DEPS)
+    _install_chainer(session, *pins)
+    session.install("mxnet==1.9.1", "theano==1.0.5", TORCH, *pins)
+    session.run("pytest", "tests/frameworks/test_migration.py", *session.posargs)
+    # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
+    flags = f"blas.ldflags=,base_compiledir={tempfile.mkdtemp(prefix='ctcbridge-theano-')}"
+    # the framework-dependent parts (the `docs` session checks the rest of the pages)
+    session.run("pytest", "tests/test_docs.py::test_python_examples_run",
+                "tests/test_conventions.py", *session.posargs,
+                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "mxnet,chainer,theano,torch",
+                     "THEANO_FLAGS": flags})
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation: every code example in docs/ and README.md runs (those needing
+    torch, tensorflow, jax or optax here; mxnet, chainer and theano ones in `migration`),
+    the conventions table is probed against every adapter and `ctcbridge explain`'s code
+    against every pair, then mkdocs builds the site with --strict (warnings are errors)."""
+    session.install(".", TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2", *TEST_DEPS)
+    session.run("pytest", "tests/test_docs.py", "tests/test_conventions.py",
+                "tests/test_explain.py", "tests/test_convert.py", *session.posargs,
+                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "torch,tensorflow,keras,jax,optax"})
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
+
+
+@nox.session(python=PYTHON, default=False)
+def corpus(session: nox.Session) -> None:
+    """Regenerate the shipped conformance corpus (ctcbridge/data/corpus-v*.npz) from the
+    seeded generator and the float64 reference; bump CORPUS_VERSION when the cases change."""
+    # The generator and the reference are numpy only: run them from the checkout,
+    # so the file is written where it is committed.
+    session.install("numpy")
+    session.run("python", "-m", "ctcbridge.corpus", "--write", env={"PYTHONPATH": str(ROOT)})
 
 
 @nox.session(python=PYTHON, default=False)

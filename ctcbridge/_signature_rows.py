@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 
 from . import reference
+from ._arrays import framework_of
+from ._signature import shape_of
 from .corpus import Case, required_frames
 
 EPS = 1e-7  # keras.backend.epsilon()
@@ -27,6 +29,7 @@ class Prepared:
     args: dict  # the other arguments, numpy
     ref_loss: np.ndarray
     ref_grad: np.ndarray  # d sum(losses) / d x
+    split_time: bool = False  # x goes in as a list of its T frames (Chainer)
 
 
 def _log_softmax(x):
@@ -40,6 +43,10 @@ def _feasible(case: Case) -> bool:
 
 
 def _ref(case, x, **kw):
+    if x is case.activations and not kw and case.inputs == "logits" and \
+            getattr(case, "ref_loss", None) is not None:
+        # the shipped corpus stores this very call's result (copies: preps edit them)
+        return case.ref_loss.copy(), case.ref_grad.copy()
     return reference.ctc_loss_and_grad(x, case.labels, case.input_lengths, case.label_lengths,
                                        blank=case.blank, **kw)
 
@@ -62,12 +69,21 @@ def _optax_prep(case, dtype):
     loss, grad = _ref(case, x)
     T, N, _ = x.shape
     S = case.labels.shape[1]
+    grad = grad.transpose(1, 0, 2).copy()
+    # optax's convention for samples without an alignment (an impossible label
+    # class, -inf logits): its log_epsilon arithmetic (ctcbridge.optax ports it)
+    from .optax import _optax_lattice
+
+    pads = np.arange(T)[None] >= case.input_lengths[:, None]
+    for n in np.flatnonzero(np.isposinf(loss)):
+        loss[n], grad[n] = _optax_lattice(x[:, n], pads[n], case.labels[n],
+                                          int(case.label_lengths[n]), case.blank, -1e5)
     return Prepared(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(dtype),
-                    dict(logit_paddings=(np.arange(T)[None] >= case.input_lengths[:, None]).astype(dtype),
+                    dict(logit_paddings=pads.astype(dtype),
                          labels=case.labels,
                          label_paddings=(np.arange(S)[None] >= case.label_lengths[:, None]).astype(dtype),
                          blank_id=case.blank),
-                    loss, grad.transpose(1, 0, 2))
+                    loss, grad)
 
 
 def _tf_prep(case, dtype):
@@ -113,6 +129,199 @@ def _batch_cost_prep(case, dtype):
                     loss, grad / (probs.astype(np.float64) + EPS))
 
 
+def _chainer_prep(case, dtype):
+    # Chainer's convention for samples without an alignment: its -1e10 sentinel
+    # arithmetic, computed in the signature's dtype as Chainer does (ported in
+    # ctcbridge.chainer; the native row checks it), and 1e10 with no frame at all
+    from .chainer import _chainer_lattice, _zero
+
+    x = _logits(case)
+    loss, grad = _ref(case, x)
+    t, il, ll = (a.astype(np.int32) for a in (case.labels, case.input_lengths,
+                                                case.label_lengths))
+    bad = np.flatnonzero(np.isposinf(loss))
+    port = bad[il[bad] > 0]
+    if port.size:
+        loss[port], grad[:, port] = _chainer_lattice(x[:, port].astype(dtype), t[port], il[port],
+                                                     ll[port], case.blank)
+    loss[bad[il[bad] == 0]] = -_zero(np.dtype(dtype))
+    grad[:, bad[il[bad] == 0]] = 0.0
+    return Prepared(x.astype(dtype), dict(t=t, input_length=il, label_length=ll,
+                                          blank_symbol=int(case.blank), reduce="no"),
+                    loss, grad, split_time=True)
+
+
+def warp_reference(x, seqs, input_lengths):
+    """Theano/warp-ctc's conventions on the float64 reference (blank 0): costs and
+    d sum / d x.  A sample needing more frames than it has (L + repeats > T_b)
+    costs 0 with a zero gradient; T_b = 0 with an empty label costs +inf
+    (gradient 0); one passing that count whose 0-labels leave no alignment
+    costs +inf with the softmax as gradient (no occupancy)."""
+    loss, grad = reference.ctc_loss_and_grad(np.asarray(x, np.float64), seqs, input_lengths,
+                                             blank=0, warp_blank_labels=True)
+    for b, s in enumerate(seqs):
+        Tb = int(input_lengths[b])
+        if Tb == 0 and s.size == 0:
+            loss[b], grad[:, b] = np.inf, 0.0
+        elif s.size + np.count_nonzero(s[1:] == s[:-1]) > Tb:
+            loss[b], grad[:, b] = 0.0, 0.0
+        elif np.isinf(loss[b]):
+            grad[:Tb, b] = np.exp(_log_softmax(np.asarray(x[:Tb, b], np.float64)))
+    return loss, grad
+
+
+def _theano_prep(case, dtype):
+    # Theano's blank is class 0: move the case's blank there and relabel
+    C = case.shape[2]
+    order = [case.blank] + [c for c in range(C) if c != case.blank]
+    relabel = np.argsort(order)
+    x = _logits(case)[:, :, order].astype(dtype)
+    seqs = [relabel[case.labels[n, : case.label_lengths[n]]] for n in range(case.shape[1])]
+    labels = np.full((len(seqs), max([1] + [s.size for s in seqs])), -1, np.int32)
+    for n, s in enumerate(seqs):  # negative padding, which Theano removes
+        labels[n, : s.size] = s
+    loss, grad = warp_reference(x, seqs, case.input_lengths)
+    return Prepared(x, dict(labels=labels, input_lengths=case.input_lengths.astype(np.int32)),
+                    loss, grad)
+
+
+def _blank_moved(case, where):
+    """(logits, labels, blank) with the case's blank moved to class 0 ("first") or
+    C - 1 ("last"), the other classes keeping their order, labels relabelled."""
+    C = case.shape[2]
+    others = [c for c in range(C) if c != case.blank]
+    order = [case.blank] + others if where == "first" else others + [case.blank]
+    return _logits(case)[:, :, order], np.argsort(order)[case.labels], \
+        (0 if where == "first" else C - 1)
+
+
+def _mxnet_reference(x, labels, input_lengths, label_lengths, blank):
+    """MXNet's (warp-ctc's) conventions on the float64 reference: a sample with too
+    few frames costs 0 with a zero gradient; one with enough frames but no
+    alignment (-inf logits) costs +inf with the softmax as gradient."""
+    x = np.asarray(x, np.float64)
+    loss, grad = reference.ctc_loss_and_grad(x, labels, input_lengths, label_lengths,
+                                             blank=blank)
+    for n, L in enumerate(label_lengths):
+        Tb = int(input_lengths[n])
+        if required_frames(labels[n, :L]) > Tb:
+            loss[n], grad[:, n] = 0.0, 0.0
+        elif np.isposinf(loss[n]):
+            grad[:, n] = 0.0
+            grad[:Tb, n] = np.exp(_log_softmax(x[:Tb, n]))
+    return loss, grad
+
+
+def _mxnet_width(case) -> int:
+    return max(1, int(case.label_lengths.max(initial=0)))  # MXNet has no zero-size arrays
+
+
+def _mxnet_padded(case, labels, pad):
+    out = np.full((case.shape[1], _mxnet_width(case)), pad, dtype=np.int64)
+    for n, L in enumerate(case.label_lengths):
+        out[n, :L] = labels[n, :L]
+    return out
+
+
+def _mxnet_variant(case) -> int:
+    import zlib
+
+    return zlib.crc32(case.name.encode())
+
+
+def _mxnet_prep(case, dtype):
+    # blank first or last (by case), lengths given as float32 arrays, as MXNet wants
+    where = ("first", "last")[_mxnet_variant(case) % 2]
+    x, labels, blank = _blank_moved(case, where)
+    labels = _mxnet_padded(case, labels, 0)
+    loss, grad = _mxnet_reference(x, labels, case.input_lengths, case.label_lengths, blank)
+    f32 = np.float32
+    return Prepared(x.astype(dtype), dict(label=labels.astype(f32),
+                                          data_lengths=case.input_lengths.astype(f32),
+                                          label_lengths=case.label_lengths.astype(f32),
+                                          use_data_lengths=True, use_label_lengths=True,
+                                          blank_label=where),
+                    loss, grad)
+
+
+def _mxnet_ok(case):
+    # MXNet: label width <= T.  -inf logits can leave a sample with enough frames
+    # but no alignment: +inf with the softmax as gradient in MXNet, which the TF
+    # runner (the gradient of the finite losses only) cannot see
+    return _mxnet_width(case) <= case.shape[0] and not np.isneginf(case.activations).any()
+
+
+def _gluon_prep(case, dtype):
+    # Gluon: batch-major, blank last, labels padded with -1, per-sample weights
+    x, labels, blank = _blank_moved(case, "last")
+    labels = _mxnet_padded(case, labels, -1)
+    loss, grad = _mxnet_reference(x, labels, case.input_lengths, case.label_lengths, blank)
+    rng = np.random.default_rng(_mxnet_variant(case))
+    weights = rng.uniform(0.5, 2.0, size=case.shape[1])
+    return Prepared(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(dtype),
+                    dict(label=labels.astype(np.float32),
+                         pred_lengths=case.input_lengths.astype(np.float32),
+                         sample_weight=weights.astype(np.float32)),
+                    loss * weights, (grad * weights[None, :, None]).transpose(1, 0, 2))
+
+
+def gluon_ctc(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
+              layout="NTC", label_layout="NT", weight=None):
+    """ctcbridge.gluon.CTCLoss(layout, label_layout, weight) called once."""
+    from .gluon import CTCLoss
+
+    return CTCLoss(layout, label_layout, weight)(pred, label, pred_lengths, label_lengths,
+                                                 sample_weight)
+
+
+def _mxnet_crash_guard(lengths):
+    """MXNet's CTC can corrupt the heap on frames-free samples (double free, a crash
+    later in the process): refuse them, so a native row fails its cell instead."""
+    if lengths is not None and (lengths.asnumpy() < 1).any():
+        raise RuntimeError("not run: MXNet's CTC corrupts memory on zero-length inputs")
+
+
+def native_mxnet_ctc(data, label, data_lengths=None, label_lengths=None, **kwargs):
+    """mx.nd.contrib.ctc_loss, guarded against inputs that crash it."""
+    import mxnet
+
+    _mxnet_crash_guard(data_lengths)
+    return mxnet.nd.contrib.ctc_loss(data, label, data_lengths, label_lengths, **kwargs)
+
+
+def native_gluon_ctc(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
+                     layout="NTC", label_layout="NT", weight=None):
+    """mxnet.gluon.loss.CTCLoss(layout, label_layout, weight) called once (guarded)."""
+    from mxnet.gluon.loss import CTCLoss
+
+    _mxnet_crash_guard(pred_lengths)
+    return CTCLoss(layout, label_layout, weight)(pred, label, pred_lengths, label_lengths,
+                                                 sample_weight)
+
+
+def _warpctc_prep(case, dtype):
+    # the WarpCTC plugin: blank 0, (T*N, C) rows t*N + n, every sample on all T
+    # frames, labels flat with 0 as padding; output softmax, gradient softmax - gamma
+    x, labels, _ = _blank_moved(case, "first")
+    T, N, C = x.shape
+    labels = _mxnet_padded(case, labels, 0)
+    S = labels.shape[1]
+    _, grad = _mxnet_reference(x, labels, np.full(N, T), case.label_lengths, 0)
+    softmax = np.exp(_log_softmax(x.astype(np.float64)))
+    return Prepared(x.reshape(T * N, C).astype(dtype),
+                    dict(label=labels.reshape(-1).astype(np.int32), label_length=S,
+                         input_length=T),
+                    softmax.reshape(T * N, C), grad.reshape(T * N, C))
+
+
+def _warpctc_ok(case):
+    # every sample runs on all T frames: the corpus' non-finite logits past a
+    # sample's length would enter it
+    return bool((case.input_lengths == case.shape[0]).all() or
+                np.isfinite(case.activations).all()) and \
+        not np.isneginf(case.activations).any()  # see _mxnet_ok
+
+
 @dataclass
 class SignatureRow:
     name: str
@@ -137,6 +346,26 @@ class SignatureRow:
         return run_on(fw, fn, prep, self.flatten)
 
 
+def _frames(x) -> list:
+    """x's T frames along axis 0.  On jax by split and reshape, whose gradient is one
+    concatenation: jax.grad through T indexings x[i] costs O(T^2) (minutes for 2048)."""
+    T = shape_of(x)[0]
+    if framework_of(x) == "jax":
+        import jax.numpy as jnp
+
+        return [f.reshape(f.shape[1:]) for f in jnp.split(x, T)]
+    return [x[i] for i in range(T)]
+
+
+def _split_time(fn):
+    """fn taking a list of T frames `x` (Chainer's name), called with one (T, ...)
+    array of any framework."""
+    def split(x, **kwargs):
+        return fn(x=_frames(x), **kwargs)
+
+    return split
+
+
 def _all(case):
     return True
 
@@ -146,20 +375,42 @@ def _batch_cost_ok(case):
         (case.label_lengths <= case.input_lengths).all()
 
 
+# the frameworks whose arrays every signature takes (symbolic ones: theano.ctc only)
+EAGER = ("numpy", "torch", "jax", "tensorflow", "mxnet", "chainer")
+
 ROWS = [
     SignatureRow("torch.ctc_loss", "ctcbridge.torch", "ctc_loss",
-                 "torch.nn.functional:ctc_loss", ("numpy", "torch", "jax", "tensorflow"),
+                 "torch.nn.functional:ctc_loss", EAGER,
                  _torch_prep, _all, ("torch",)),
     SignatureRow("optax.ctc_loss", "ctcbridge.optax", "ctc_loss", "optax:ctc_loss",
-                 ("numpy", "torch", "jax", "tensorflow"), _optax_prep, _feasible, ("jax",)),
+                 EAGER, _optax_prep, _feasible, ("jax",)),
     SignatureRow("tensorflow.ctc_loss", "ctcbridge.tensorflow", "ctc_loss", "tensorflow:nn.ctc_loss",
-                 ("numpy", "torch", "jax", "tensorflow"), _tf_prep, _all, ("tensorflow",)),
+                 EAGER, _tf_prep, _all, ("tensorflow",)),
     SignatureRow("keras.ctc_loss", "ctcbridge.keras", "ctc_loss", "keras:ops.ctc_loss",
-                 ("numpy", "torch", "jax", "tensorflow"), _keras_prep, _all, ("tensorflow",)),
+                 EAGER, _keras_prep, _all, ("tensorflow",)),
     SignatureRow("keras.ctc_batch_cost", "ctcbridge.keras", "ctc_batch_cost",
-                 "keras.src.legacy.backend:ctc_batch_cost", ("numpy", "torch", "jax", "tensorflow"),
+                 "keras.src.legacy.backend:ctc_batch_cost", EAGER,
                  _batch_cost_prep, _batch_cost_ok, ("tensorflow",), flatten=True,
                  relative_grad=True),
+    SignatureRow("chainer.connectionist_temporal_classification", "ctcbridge.chainer",
+                 "connectionist_temporal_classification",
+                 "chainer.functions:connectionist_temporal_classification",
+                 EAGER, _chainer_prep, _all, ("chainer",)),
+    # Theano's own Op needs Baidu's warp-ctc: no native row
+    SignatureRow("theano.ctc", "ctcbridge.theano", "ctc", None,
+                 EAGER + ("pytensor", "theano"),
+                 _theano_prep, _all),
+    SignatureRow("mxnet.ctc_loss", "ctcbridge.mxnet", "ctc_loss",
+                 "ctcbridge._signature_rows:native_mxnet_ctc",
+                 EAGER, _mxnet_prep, _mxnet_ok,
+                 ("mxnet",)),
+    SignatureRow("gluon.CTCLoss", "ctcbridge._signature_rows", "gluon_ctc",
+                 "ctcbridge._signature_rows:native_gluon_ctc",
+                 EAGER, _gluon_prep, _mxnet_ok,
+                 ("mxnet",)),
+    # the WarpCTC plugin is not in MXNet's wheels: no native row
+    SignatureRow("mxnet.WarpCTC", "ctcbridge.mxnet", "WarpCTC", None,
+                 EAGER, _warpctc_prep, _warpctc_ok),
 ]
 
 
@@ -170,6 +421,8 @@ def run_on(fw: str, fn, prep: Prepared, flatten: bool):
     in its framework: its ``grad_of_sum(fn, x, arrays, statics, order)``
     returns (losses, d sum(finite losses) / d x), both numpy."""
     x, args = prep.x, prep.args
+    if prep.split_time:
+        fn = _split_time(fn)
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
     bridge = importlib.import_module(f"ctcbridge._arrays.{fw}")

@@ -158,7 +158,8 @@ def test_signature_cards_are_rendered_from_the_conventions():
 def test_signature_pages_list_their_divergences():
     """Each divergence recorded for a signature is named on that signature's page."""
     records = json.loads((ROOT / "ctcbridge" / "divergences.json").read_text())["divergences"]
-    pages = {"torch": "torch", "optax": "optax", "tensorflow": "tensorflow", "keras": "keras"}
+    pages = {"torch": "torch", "optax": "optax", "tensorflow": "tensorflow", "keras": "keras",
+             "mxnet": "mxnet", "gluon": "mxnet", "chainer": "chainer", "theano": "theano"}
     for record in records:
         for prefix, page in pages.items():
             if re.search(rf"\b{prefix}\.", record["signature"] + "."):

@@ -62,10 +62,27 @@ _ffi_lock = threading.Lock()
 _ffi_ready: bool | None = None
 
 
+# the custom call is used from the jax versions it was tested with (0.10.2, 0.11.2)
+_FFI_MIN_JAX = (0, 10)
+
+
+def _jax_version() -> tuple:
+    parts = []
+    for p in jax.__version__.split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def _ffi_registered() -> bool:
     """Register the engine's XLA FFI handler once; False if the library lacks it."""
     global _ffi_ready
     with _ffi_lock:
+        if _ffi_ready is None and _jax_version() < _FFI_MIN_JAX:
+            # older XLA runtimes do not read the handler's API version the way
+            # the handler answers it (seen with jax 0.7.1: "handler's API version
+            # (0.0) is incompatible"): keep pure_callback there
+            _ffi_ready = False
         if _ffi_ready is None:
             try:
                 handler = _lib.load().ctcb_xla_ffi_ctc_loss

@@ -32,6 +32,9 @@ class NumpyBridge:
     def reshape(self, x, shape):
         return np.reshape(x, shape)
 
+    def stack(self, arrays, axis):
+        return np.stack([np.asarray(a) for a in arrays], axis)
+
 
 BRIDGE = NumpyBridge()
 

@@ -11,9 +11,13 @@ import pytest
 import tensorflow as tf
 import torch
 
+import ctcbridge.chainer as cc
+import ctcbridge.gluon as cg
 import ctcbridge.keras as ck
+import ctcbridge.mxnet as cm
 import ctcbridge.optax as co
 import ctcbridge.tensorflow as ctf
+import ctcbridge.theano as cth
 import ctcbridge.torch as ct
 from native_cases import close, make_case
 
@@ -29,6 +33,16 @@ LABEL_PAD = (np.arange(LAB.shape[1])[None] >= LL[:, None]).astype(np.float32)
 PROBS = np.exp(NTC - NTC.max(-1, keepdims=True))
 PROBS /= PROBS.sum(-1, keepdims=True)
 BLANK_LAST = np.where(LAB == C - 1, 1, LAB)
+VALID = np.arange(LAB.shape[1])[None] < LL[:, None]
+MINUS_ONE_PADDED = np.where(VALID, LAB, -1).astype(np.int32)  # theano: negatives removed
+GLUON_LAB = np.where(VALID, BLANK_LAST, -1).astype(np.int32)  # gluon: blank C-1, -1 padding
+FLAT = TNC.reshape(T * N, C)  # WarpCTC: row t * N + n
+
+
+def _steps(x):
+    """Chainer's input form: a list of T arrays (N, C) of x's framework."""
+    return [x[t] for t in range(T)]
+
 
 # signature name -> (function of (x, to) where `to` converts the other arguments, input x)
 SIGNATURES = {
@@ -38,6 +52,14 @@ SIGNATURES = {
     "keras": (lambda x, to: ck.ctc_loss(to(LAB), x, to(LL), to(IL)), NTC),
     "keras_batch_cost": (lambda x, to: ck.ctc_batch_cost(to(BLANK_LAST), x, to(IL[:, None]),
                                                          to(LL[:, None])), PROBS),
+    "mxnet": (lambda x, to: cm.ctc_loss(x, to(LAB), to(IL), to(LL), use_data_lengths=True,
+                                        use_label_lengths=True), TNC),
+    "mxnet_padding": (lambda x, to: cm.ctc_loss(x, to(LAB)), TNC),  # length = first 0
+    "gluon": (lambda x, to: cg.CTCLoss()(x, to(GLUON_LAB), to(IL), to(LL)), NTC),
+    "warpctc": (lambda x, to: cm.WarpCTC(x, to(LAB.reshape(-1)), LAB.shape[1], T), FLAT),
+    "chainer": (lambda x, to: cc.connectionist_temporal_classification(
+        _steps(x), to(LAB), 0, to(IL), to(LL), reduce="no"), TNC),
+    "theano": (lambda x, to: cth.ctc(x, to(MINUS_ONE_PADDED), to(IL)), TNC),
 }
 
 
