@@ -274,7 +274,7 @@ def _check_frames(x, blank_symbol):
     shape = shape_of(x[0])
     if len(shape) < 2:
         raise ChainerIndexError(f"x[0] must be 2-D (B, V), got shape {shape}")
-    if not 0 <= blank_symbol < shape[1]:
+    if shape[1] is not None and not 0 <= blank_symbol < shape[1]:  # else checked at run time
         raise ChainerAssertionError(f"blank_symbol = {blank_symbol} is outside [0, V = "
                                     f"{shape[1]})")
     if len(shape) != 2:

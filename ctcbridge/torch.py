@@ -91,7 +91,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     blank = _as_int(blank, "blank")
     shape = shape_of(log_probs)
     unbatched = len(shape) == 2
-    if len(shape) in (2, 3) and not 0 <= blank < shape[-1]:
+    if len(shape) in (2, 3) and shape[-1] is not None and not 0 <= blank < shape[-1]:
         raise CTCRuntimeError(f"blank must be in label range (blank = {blank}, C = {shape[-1]})")
     call = make("torch.ctc_loss", blank, bool(zero_infinity), unbatched)
     bridge = bridge_for(log_probs, targets, input_lengths, target_lengths)

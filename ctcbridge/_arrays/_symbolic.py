@@ -145,6 +145,9 @@ class GraphBridge:
     def maximum(self, x, value):
         return self._t.maximum(x, value)
 
+    def stack(self, arrays, axis):
+        return self._t.stack([self.asarray(a) for a in arrays], axis=axis)
+
     def reshape(self, x, shape):
         return x.reshape(shape)
 
