@@ -118,15 +118,26 @@ def _check_memory(T, N, C, in_len, labs, lab_len, fmt, num_threads, want_grad, i
     first turns that into a clear error."""
     if N == 0:
         return
-    import os
-
-    threads = num_threads or os.cpu_count() or 1
-    threads = min(threads, N)
     # out-of-range lengths are reported by the engine's validation, naming them
     max_label = min(int(lab_len.max()) if lab_len.size else 0,
                     labs.shape[1] if fmt == _engine.LABELS_PADDED else labs.size)
     max_input = min(int(in_len.max()) if in_len.size else 0, T)
-    work = _engine.workspace_bytes(max(max_input, 0), max(max_label, 0), C)
+    check_memory(max(max_input, 0), max(max_label, 0), T, N, C, num_threads, want_grad,
+                 itemsize)
+
+
+def check_memory(max_input, max_label, T, N, C, num_threads, want_grad, itemsize):
+    """:class:`EngineMemoryError` if ``num_threads`` workspaces for sequences of
+    ``max_input`` frames and ``max_label`` labels, plus a (T, N, C) gradient when
+    ``want_grad``, exceed the memory available; also used at trace time by the
+    compiled routes (XLA allocates their gradient), from static shapes."""
+    if N == 0:
+        return
+    import os
+
+    threads = num_threads or os.cpu_count() or 1
+    threads = min(threads, N)
+    work = _engine.workspace_bytes(max_input, max_label, C)
     need = threads * work + (T * N * C * itemsize if want_grad else 0)
     if need < _SMALL_REQUEST:  # not worth reading /proc/meminfo on every small call
         return

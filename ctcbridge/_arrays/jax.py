@@ -126,6 +126,12 @@ def _custom_call(call: CTCCall, x, aux, want_grad: bool):
                                                        t.label_lengths)]
     # read when the program is traced: a compiled program keeps its thread count
     attrs = _ffi_options({"num_threads": _threads.get_num_threads("jax"), **t.options})
+    # XLA allocates the gradient of this route: refuse, while tracing, a call that
+    # cannot fit (the numpy path checks the same before allocating)
+    T, N, C = (acts.shape if t.options.get("layout", "TNC") == "TNC"
+               else (acts.shape[1], acts.shape[0], acts.shape[2]))
+    canonical.check_memory(T, t.labels.shape[1], T, N, C, int(attrs["num_threads"]), want_grad,
+                           acts.dtype.itemsize)
 
     def on_cpu():
         res = jax.ffi.ffi_call(_FFI_TARGET, outs, vmap_method="sequential")(acts, *ints, **attrs)

@@ -114,3 +114,15 @@ def test_vmap_under_jit():
     one = lambda z, p, l, q: co.ctc_loss(z[None], p[None], l[None], q[None])[0]  # noqa: E731
     vmapped = jax.jit(jax.vmap(one))(*args)
     close(np.asarray(vmapped), np.asarray(co.ctc_loss(*[np.asarray(a) for a in args])), 0, 1e-5)
+
+
+def test_too_large_batch_refused_while_tracing():
+    """XLA allocates the custom call's gradient itself: a batch that cannot fit in
+    memory is refused with EngineMemoryError when the program is traced, never run."""
+    from ctcbridge.errors import EngineMemoryError
+
+    B, T, K, S = 1024, 100_000, 1000, 50  # a 400 GB gradient
+    structs = (jax.ShapeDtypeStruct((B, T, K), FLOAT), jax.ShapeDtypeStruct((B, T), FLOAT),
+               jax.ShapeDtypeStruct((B, S), np.int32), jax.ShapeDtypeStruct((B, S), FLOAT))
+    with pytest.raises(EngineMemoryError, match="GiB"):
+        jax.jit(_value_and_grad(0)).lower(*structs)
