@@ -12,10 +12,10 @@ from .errors import CTCError, EngineError
 def shape_of(x) -> tuple:
     """The shape of an array of any framework (or of nested lists); for symbolic
     variables (PyTensor, Theano) the static shape, None where a size is unknown."""
-    static = getattr(getattr(x, "type", None), "shape", None)  # PyTensor
-    if isinstance(static, tuple):
-        return static
-    if hasattr(x, "broadcastable") and hasattr(x, "owner"):  # Theano 1.0.5
+    root = type(x).__module__.split(".", 1)[0]  # no framework is imported to ask
+    if root == "pytensor":
+        return tuple(x.type.shape)
+    if root == "theano":  # Theano 1.0.5 knows only which sizes are 1
         return tuple(1 if b else None for b in x.broadcastable)
     shape = getattr(x, "shape", None)
     if shape is None:
