@@ -42,6 +42,10 @@ class CTCCall:
     batch_size: Callable[[tuple], int]
     batch_axis: int | None
     key: tuple = field(default=())
+    # the same preparation with the framework's own ops on traced arrays, for the
+    # compiled routes (the XLA custom call, the TF custom op); None: numpy only
+    jax_prepare: Callable | None = None
+    tf_prepare: Callable | None = None
 
 
 _FACTORIES: dict = {}

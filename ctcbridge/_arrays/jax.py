@@ -111,7 +111,7 @@ def _ffi_options(options: dict) -> dict:
 
 def _custom_call(call: CTCCall, x, aux, want_grad: bool):
     """The engine as an XLA custom call, or None where that route does not apply."""
-    prepare = getattr(call, "jax_prepare", None)
+    prepare = call.jax_prepare
     if prepare is None or x.dtype not in _FFI_DTYPES or not _ffi_registered():
         return None
     t = prepare(x, *aux)

@@ -62,7 +62,7 @@ def _custom_op():
 
 def _op_call(call: CTCCall, xv, aux):
     """(losses, grad) from the custom op, or None where that route does not apply."""
-    prepare = getattr(call, "tf_prepare", None)
+    prepare = call.tf_prepare
     if prepare is None or xv.dtype not in (tf.float32, tf.float64) or _custom_op() is None:
         return None
     t = prepare(xv, *aux)
