@@ -108,8 +108,25 @@ def _ddp_rank(rank, world, out_dir, compiled):
         result.update(loss=float(loss), engine_threads=spy.threads,
                       torch_threads=torch.get_num_threads())
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+        _wait_for_peers(out_dir, rank, world)
+
+
+def _wait_for_peers(out_dir, rank, world, timeout=60.0):
+    """Exit only once every rank has left the process group: a rank whose process
+    exits (closing its sockets) while a peer is still tearing gloo down can make the
+    peer's gloo thread abort ("terminate called without an active exception"),
+    seen under load."""
+    import time
+
+    Path(out_dir, f"left{rank}").touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(Path(out_dir, f"left{r}").exists() for r in range(world)):
+            return
+        time.sleep(0.05)
 
 
 def _free_port():
