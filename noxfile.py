@@ -7,7 +7,10 @@ comparing the adapters with the framework's own CTC.  `bench` is opt-in.
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nox
@@ -25,6 +28,41 @@ TEST_DEPS = ["pytest>=7", "hypothesis>=6"]
 TORCH = "torch==2.13.0"
 
 
+def _free_gib() -> float:
+    return shutil.disk_usage(ROOT).free / 2**30
+
+
+def _session(**kwargs):
+    """`nox.session(python=PYTHON, **kwargs)`, plus a private TMPDIR per session,
+    deleted when it ends.
+
+    Under CI the session's environment is deleted as well when it ends:
+    the framework environments weigh 0.5-3 GiB each (torch, tensorflow and jax
+    are installed in several), so keeping all fourteen filled the CI machine's
+    disk once.  Locally they are kept, to be reused."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def run(session: nox.Session) -> None:
+            tmp = tempfile.mkdtemp(prefix=f"ctcbridge-{func.__name__}-")
+            # pytest's tmp_path, torch.compile's cache, theano's compiledir... land here
+            session.env["TMPDIR"] = tmp
+            if os.environ.get("CI"):
+                session.log(f"disk: {_free_gib():.1f} GiB free")
+            try:
+                func(session)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if os.environ.get("CI"):
+                    location = getattr(session.virtualenv, "location", None)
+                    if location:
+                        shutil.rmtree(location, ignore_errors=True)
+                    session.log(f"disk after removing the environment: {_free_gib():.1f} GiB free")
+        return nox.session(python=PYTHON, **kwargs)(run)
+
+    return decorate
+
+
 def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
     """Configure and build the engine (and its C tests) with CMake from PyPI."""
     session.install("cmake>=3.15", "ninja")
@@ -35,12 +73,10 @@ def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
     return build
 
 
-@nox.session(python=PYTHON)
+@_session()
 def ctests(session: nox.Session) -> None:
     """Build the C engine and run its C tests (known answers, gradients, errors),
     then once more under Valgrind's memcheck (no leak, no invalid access)."""
-    import shutil
-
     build = _cmake_build(session, "ctests", "-DCMAKE_BUILD_TYPE=Release")
     session.run("ctest", "--test-dir", str(build), "--output-on-failure")
     if shutil.which("valgrind") is None:
@@ -50,7 +86,7 @@ def ctests(session: nox.Session) -> None:
                     "--error-exitcode=3", str(build / test), external=True)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def sanitize(session: nox.Session) -> None:
     """The engine built with AddressSanitizer + UndefinedBehaviorSanitizer: the C tests,
     then the Python test suite running on that build (sanitizer runtimes preloaded)."""
@@ -76,23 +112,21 @@ def sanitize(session: nox.Session) -> None:
                 *session.posargs, env=env)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def tests(session: nox.Session) -> None:
     """Install the package and run the Python tests (engine vs reference, errors, threads)."""
     session.install(".", *TEST_DEPS)
     session.run("pytest", "tests", "--ignore=tests/frameworks", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def fuzz(session: nox.Session) -> None:
     """atheris on the canonical API for a bounded time (60 s; `-- SECONDS` to change),
-    starting from the corpus in fuzz/corpus (a temporary copy is grown)."""
-    import shutil
-    import tempfile
-
+    starting from the corpus in fuzz/corpus (its copy in build/fuzz/corpus is grown)."""
     seconds = session.posargs[0] if session.posargs else "60"
     session.install(".", "atheris")
-    corpus = Path(tempfile.mkdtemp(prefix="ctcbridge-fuzz-")) / "corpus"
+    corpus = ROOT / "build" / "fuzz" / "corpus"
+    shutil.rmtree(corpus.parent, ignore_errors=True)
     shutil.copytree(ROOT / "fuzz" / "corpus", corpus)
     session.run("python", str(ROOT / "fuzz" / "fuzz_canonical.py"), f"-max_total_time={seconds}",
                 "-rss_limit_mb=4096", f"-artifact_prefix={corpus.parent}/", str(corpus))
@@ -100,7 +134,7 @@ def fuzz(session: nox.Session) -> None:
                 f"{len(list(corpus.iterdir()))} inputs (copy them to fuzz/corpus to keep them)")
 
 
-@nox.session(python=PYTHON)
+@_session()
 def torch(session: nox.Session) -> None:
     """ctcbridge.torch against torch's own CTC (torch 2.13.0 CPU): values, gradients, compile."""
     session.install(".", TORCH, *TEST_DEPS)
@@ -108,7 +142,7 @@ def torch(session: nox.Session) -> None:
                 *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def jax(session: nox.Session) -> None:
     """ctcbridge.optax against optax.ctc_loss, with and without JAX_ENABLE_X64."""
     session.install(".", "jax", "optax", *TEST_DEPS)
@@ -122,7 +156,7 @@ def jax(session: nox.Session) -> None:
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
 
 
-@nox.session(python=PYTHON)
+@_session()
 def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
     session.install(".", "tensorflow-cpu", *TEST_DEPS)
@@ -131,7 +165,7 @@ def tensorflow(session: nox.Session) -> None:
     session.run("pytest", "tests/frameworks/test_scale_tensorflow.py", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def cross(session: nox.Session) -> None:
     """Every signature on torch, jax and tensorflow arrays gives the numpy results; the
     TensorFlow custom op inside tf.function gives the eager results."""
@@ -140,7 +174,7 @@ def cross(session: nox.Session) -> None:
                 *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def mxnet(session: nox.Session) -> None:
     """ctcbridge.mxnet and ctcbridge.gluon against mxnet 1.9.1's contrib.ctc_loss and
     gluon CTCLoss (autograd, hybridize, Symbol API); WarpCTC against the reference.
@@ -153,7 +187,7 @@ def mxnet(session: nox.Session) -> None:
                 env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "mxnet,torch"})
 
 
-@nox.session(python=PYTHON)
+@_session()
 def pytensor(session: nox.Session) -> None:
     """ctcbridge.theano on PyTensor variables: the Op, pytensor.grad, compiled functions,
     and the docs' PyTensor examples."""
@@ -164,16 +198,14 @@ def pytensor(session: nox.Session) -> None:
                 env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "pytensor"})
 
 
-@nox.session(python=PYTHON)
+@_session()
 def theano(session: nox.Session) -> None:
     """ctcbridge.theano against Theano 1.0.5's signature (its Op on Theano variables) and
     against mxnet 1.9.1's warp-ctc semantics (contrib.ctc_loss, blank_label='first')."""
-    import tempfile
-
     # theano 1.0.5 and mxnet 1.9.1 use numpy aliases removed in numpy 1.24
     session.install(".", "theano==1.0.5", "mxnet==1.9.1", "numpy<1.24", *TEST_DEPS)
     # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
-    flags = f"blas.ldflags=,base_compiledir={tempfile.mkdtemp(prefix='ctcbridge-theano-')}"
+    flags = f"blas.ldflags=,base_compiledir={session.env['TMPDIR']}/theano"
     # with a warp-ctc build (CTCBRIDGE_WARPCTC_ROOT: holds include/ctc.h and
     # build/libwarpctc.so), Theano's own Op is compared as well
     if os.environ.get("CTCBRIDGE_WARPCTC_ROOT"):
@@ -192,7 +224,7 @@ def _install_chainer(session: nox.Session, *pins: str) -> None:
     session.install("--no-build-isolation", "chainer==7.8.1", *pins)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def chainer(session: nox.Session) -> None:
     """ctcbridge.chainer against chainer 7.8.1's connectionist_temporal_classification:
     values, gradients, FunctionNode and Variable idioms, errors, divergences; jax beside
@@ -202,14 +234,12 @@ def chainer(session: nox.Session) -> None:
     session.run("pytest", "tests/frameworks/test_chainer.py", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@_session()
 def migration(session: nox.Session) -> None:
     """The legacy environment (mxnet 1.9.1, chainer 7.8.1, theano 1.0.5, torch 2.13.0,
     numpy < 1.24): the Chainer and Gluon signatures on torch tensors give the losses
     and gradients of native chainer and mxnet; the documentation's examples and the
     conventions table's probes that need mxnet, chainer or theano run here."""
-    import tempfile
-
     session.env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
     pins = ("numpy<1.24",)
     session.install(".", *pins, *TEST_DEPS)
@@ -217,7 +247,7 @@ def migration(session: nox.Session) -> None:
     session.install("mxnet==1.9.1", "theano==1.0.5", TORCH, *pins)
     session.run("pytest", "tests/frameworks/test_migration.py", *session.posargs)
     # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
-    flags = f"blas.ldflags=,base_compiledir={tempfile.mkdtemp(prefix='ctcbridge-theano-')}"
+    flags = f"blas.ldflags=,base_compiledir={session.env['TMPDIR']}/theano"
     # the framework-dependent parts (the `docs` session checks the rest of the pages)
     session.run("pytest", "tests/test_docs.py::test_python_examples_run",
                 "tests/test_conventions.py", *session.posargs,
@@ -225,7 +255,7 @@ def migration(session: nox.Session) -> None:
                      "THEANO_FLAGS": flags})
 
 
-@nox.session(python=PYTHON)
+@_session()
 def docs(session: nox.Session) -> None:
     """The documentation: every code example in docs/ and README.md runs (those needing
     torch, tensorflow, jax or optax here; mxnet, chainer and theano ones in `migration`),
@@ -238,7 +268,7 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
 
 
-@nox.session(python=PYTHON, default=False)
+@_session(default=False)
 def corpus(session: nox.Session) -> None:
     """Regenerate the shipped conformance corpus (ctcbridge/data/corpus-v*.npz) from the
     seeded generator and the float64 reference; bump CORPUS_VERSION when the cases change."""
@@ -248,7 +278,7 @@ def corpus(session: nox.Session) -> None:
     session.run("python", "-m", "ctcbridge.corpus", "--write", env={"PYTHONPATH": str(ROOT)})
 
 
-@nox.session(python=PYTHON, default=False)
+@_session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark loss + gradient against torch and optax; writes docs/benchmarks.md."""
     session.install(".", TORCH, "jax", "optax", "tensorflow-cpu", "matplotlib")
