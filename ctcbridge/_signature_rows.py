@@ -104,6 +104,40 @@ def _tf_prep(case, dtype):
                     loss, grad)
 
 
+def _v1_prep(case, dtype):
+    """tf.compat.v1.nn.ctc_loss: blank C - 1, SparseTensor labels (so this row needs
+    TensorFlow on every framework's arrays), with ignore_longer_outputs_than_inputs."""
+    import tensorflow as tf
+
+    x, labels, blank = _blank_moved(case, "last")
+    loss, grad = reference.ctc_loss_and_grad(x, labels, case.input_lengths, case.label_lengths,
+                                             blank=blank)
+    # more labels than frames: 0 and no gradient (ignore_longer_outputs_than_inputs);
+    # too few frames for the repeats: TF's kernel gives +inf and, with no path, the
+    # gradient softmax(x) on the sample's frames
+    probs = np.exp(_log_softmax(x))
+    for n in np.flatnonzero(np.isposinf(loss)):
+        Tb = int(case.input_lengths[n])
+        grad[:, n] = 0.0
+        if case.label_lengths[n] > Tb:
+            loss[n] = 0.0
+        else:
+            grad[:Tb, n] = probs[:Tb, n]
+    S = labels.shape[1]
+    used = np.argwhere(np.arange(S)[None] < case.label_lengths[:, None])
+    sparse = tf.SparseTensor(used.astype(np.int64), labels[used[:, 0], used[:, 1]].astype(np.int32),
+                             [case.shape[1], max(S, 1)])
+    return Prepared(x.astype(dtype), dict(labels=sparse,
+                                          sequence_length=case.input_lengths.astype(np.int32),
+                                          ignore_longer_outputs_than_inputs=True),
+                    loss, grad)
+
+
+def _v1_ok(case):
+    # an empty label sequence is an error in TF's v1 kernel
+    return bool((case.label_lengths > 0).all())
+
+
 def _keras_prep(case, dtype):
     p = _tf_prep(case, dtype)
     p.x = np.ascontiguousarray(p.x.transpose(1, 0, 2))
@@ -334,6 +368,13 @@ class SignatureRow:
     native_frameworks: tuple = ()
     flatten: bool = False  # output (N, 1) -> (N,)
     relative_grad: bool = False  # gradient w.r.t. probabilities: 1/(p + eps) scales it
+    requires: tuple = ()  # modules the conversion itself needs (a tf.SparseTensor...)
+    native_memory: Callable[[Case], float] | None = None  # the native's peak bytes, estimated
+
+    def available(self) -> bool:
+        from importlib.util import find_spec
+
+        return all(find_spec(m) is not None for m in self.requires)
 
     def call(self, prep: Prepared, fw: str, native: bool = False):
         if native:
@@ -361,6 +402,12 @@ def _split_time(fn):
     """fn taking a list of T frames `x` (Chainer's name), called with one (T, ...)
     array of any framework."""
     def split(x, **kwargs):
+        if framework_of(x) == "jax":
+            # eager jax compiles the T-way split and the adapter's T-way stack op by
+            # op (about a minute for T = 2048); one jit compiles them together (~4 s)
+            import jax
+
+            return jax.jit(lambda z: fn(x=_frames(z), **kwargs))(x)
         return fn(x=_frames(x), **kwargs)
 
     return split
@@ -375,6 +422,16 @@ def _batch_cost_ok(case):
         (case.label_lengths <= case.input_lengths).all()
 
 
+def _tf_dense_memory(case) -> float:
+    """Peak bytes of TF's dense CTC (tf.nn.ctc_loss with dense labels, keras.ops.ctc_loss)
+    with its gradient: it keeps a (2L+1)^2 state-transition product per frame and
+    sample, about 23 bytes per T*B*(2L+1)^2 as measured with TF 2.21 (0.9 GiB for
+    T=512, B=2, L=100; the corpus's T=2048, L=380 case would need ~50 GiB)."""
+    T, B, _ = case.shape
+    S = 2 * case.labels.shape[1] + 1
+    return 24.0 * T * B * S * S
+
+
 # the frameworks whose arrays every signature takes (symbolic ones: theano.ctc only)
 EAGER = ("numpy", "torch", "jax", "tensorflow", "mxnet", "chainer")
 
@@ -385,9 +442,12 @@ ROWS = [
     SignatureRow("optax.ctc_loss", "ctcbridge.optax", "ctc_loss", "optax:ctc_loss",
                  EAGER, _optax_prep, _feasible, ("jax",)),
     SignatureRow("tensorflow.ctc_loss", "ctcbridge.tensorflow", "ctc_loss", "tensorflow:nn.ctc_loss",
-                 EAGER, _tf_prep, _all, ("tensorflow",)),
+                 EAGER, _tf_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
+    SignatureRow("tensorflow.ctc_loss_v1", "ctcbridge.tensorflow", "ctc_loss_v1",
+                 "tensorflow:compat.v1.nn.ctc_loss", EAGER, _v1_prep, _v1_ok, ("tensorflow",),
+                 requires=("tensorflow",)),
     SignatureRow("keras.ctc_loss", "ctcbridge.keras", "ctc_loss", "keras:ops.ctc_loss",
-                 EAGER, _keras_prep, _all, ("tensorflow",)),
+                 EAGER, _keras_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
     SignatureRow("keras.ctc_batch_cost", "ctcbridge.keras", "ctc_batch_cost",
                  "keras.src.legacy.backend:ctc_batch_cost", EAGER,
                  _batch_cost_prep, _batch_cost_ok, ("tensorflow",), flatten=True,
@@ -431,7 +491,7 @@ def run_on(fw: str, fn, prep: Prepared, flatten: bool):
     return (out.reshape(-1) if flatten else out), grad
 
 
-_X_NAMES = ("log_probs", "logits", "output", "y_pred", "data", "pred", "x", "activations")
+_X_NAMES = ("log_probs", "inputs", "logits", "output", "y_pred", "data", "pred", "x", "activations")
 
 
 def _order(fn, x, arrays):

@@ -125,11 +125,14 @@ def _conform(args: argparse.Namespace) -> int:
 
 def _list_conventions() -> int:
     from ._signature_rows import ROWS
+    from .conventions import CONVENTIONS, dotted_name
 
+    short = {dotted_name(c): n for n, c in CONVENTIONS.items()}
     width = max(len(r.name) for r in ROWS)
-    print(f"{'convention':<{width}}  native (frameworks)")
+    print(f"{'convention':<{width}}  {'alias':<16}  native (frameworks)")
     for r in ROWS:
-        print(f"{r.name:<{width}}  {r.native or '-'} ({', '.join(r.native_frameworks) or '-'})")
+        print(f"{r.name:<{width}}  {short.get(r.name, '-'):<16}  {r.native or '-'} "
+              f"({', '.join(r.native_frameworks) or '-'})")
     return 0
 
 
@@ -170,6 +173,12 @@ def _conform_all(args) -> int:
     if args.native:
         print("native rows are informational (`ctcbridge conform --divergences` lists the "
               "known divergences) and do not change the exit status")
+    not_run = [(m["signature"], fw, n) for m in matrix for fw, c in m["cells"].items()
+               for n in c.get("not_run", ())]
+    if not_run:
+        print("\nnot run:")
+        for signature, fw, n in not_run:
+            print(f"  {signature} [{fw}] {n['case']}: {n['reason']}")
     failed = [m for m in matrix if not m["native"] and not all(
         c["passed"] for c in m["cells"].values())]
     if any(not c["passed"] for m in matrix for c in m["cells"].values()):

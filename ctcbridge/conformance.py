@@ -52,6 +52,7 @@ class Result:
     passed: bool
     error: str = ""  # the exception the implementation raised, if it did
     details: list = field(default_factory=list)  # where it differs, for people
+    skipped: str = ""  # why the case was not run (a native that would exhaust memory)
 
 
 def _errors(ours, ref, relative: bool) -> np.ndarray:
@@ -162,14 +163,28 @@ def _failure(case: Case, label: str, exc: BaseException) -> Result:
                   details=[f"raised {text}"])
 
 
+def available_memory() -> float:
+    """Bytes available to a new allocation (Linux's MemAvailable; inf where unknown)."""
+    from .canonical import _available_memory
+
+    free = _available_memory()
+    return float("inf") if free is None else float(free)
+
+
 def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict | None = None):
     """One signature (ours, or the native with native=True) on one framework's arrays,
     float32, against the reference converted to its conventions.  None if the case
     does not apply to the signature."""
     if not row.applicable(case):
         return None
-    prep = _prepared(row, case, cache)
     label = f"{'native ' if native else ''}{row.name} [{fw}]"
+    if native and row.native_memory is not None:
+        need, free = row.native_memory(case), available_memory()
+        if need > free / 2:
+            return Result(case.name, label, 0.0, 0.0, True, skipped=(
+                f"{row.native} would need about {need / 2**30:.0f} GiB here "
+                f"({free / 2**30:.0f} GiB available)"))
+    prep = _prepared(row, case, cache)
     try:
         loss, grad = row.call(prep, fw, native=native)
     except Exception as exc:  # a native that rejects the case: a failed cell with the reason
@@ -183,15 +198,21 @@ def check_signature(row, case: Case, fw: str, native: bool = False, cache: dict 
 
 
 def rows_by_name() -> dict:
-    """Every signature row by its name (``torch.ctc_loss``) and by its native's dotted
-    path (``torch.nn.functional.ctc_loss``)."""
+    """Every signature row by its name (``torch.ctc_loss``), by its native's dotted
+    path (``torch.nn.functional.ctc_loss``) and by the name ``ctcbridge explain``
+    gives it (``torch``)."""
     from ._signature_rows import ROWS
+    from .conventions import CONVENTIONS, dotted_name
 
     names = {}
     for row in ROWS:
         names.setdefault(row.name, row)
         if row.native:
             names.setdefault(row.native.replace(":", "."), row)
+    by_row = {row.name: row for row in ROWS}
+    for short, conv in CONVENTIONS.items():
+        if dotted_name(conv) in by_row:
+            names.setdefault(short, by_row[dotted_name(conv)])
     return names
 
 
@@ -381,6 +402,7 @@ def run_matrix(cases: list[Case], rows, frameworks: list[str], native: bool = Fa
     that it runs on: one dict per row, ``{signature, native, cells: {fw: cell}}`` with
     ``cell = {passed, loss_error, grad_error, cases, failed_cases, results}``."""
     cache: dict = {}
+    rows = [row for row in rows if row.available()]
     plan = [(row, False) for row in rows] + ([(row, True) for row in rows] if native else [])
     matrix = []
     for row, is_native in plan:
@@ -398,11 +420,14 @@ def run_matrix(cases: list[Case], rows, frameworks: list[str], native: bool = Fa
                 r = check_signature(row, case, fw, is_native, cache)
                 if r is not None:
                     results.append(r)
+            skipped = [r for r in results if r.skipped]
+            results = [r for r in results if not r.skipped]
             cells[fw] = dict(
                 passed=all(r.passed for r in results),
                 loss_error=max((r.loss_error for r in results), default=0.0),
                 grad_error=max((r.grad_error for r in results), default=0.0),
                 cases=len(results), failed_cases=[r.case for r in results if not r.passed],
+                not_run=[dict(case=r.case, reason=r.skipped) for r in skipped],
                 seconds=round(time.perf_counter() - start, 3),
                 results=[r.__dict__ for r in results],
             )
@@ -427,11 +452,18 @@ def load_divergences() -> dict:
     return json.loads((files("ctcbridge") / "divergences.json").read_text())
 
 
+def _names(signature: str, token: str) -> bool:
+    """Whether one signature of a divergence entry names the row `signature`: exactly,
+    with a qualifier (``tensorflow.ctc_loss (dense)``), or as a module (``keras``)."""
+    token = token.split(" (")[0].strip()
+    return signature == token or signature.startswith(token + ".")
+
+
 def _by_signature(signature: str | None = None) -> dict:
     groups: dict = {}
     for entry in load_divergences()["divergences"]:
         # an entry may name several signatures ("mxnet.ctc_loss, gluon.CTCLoss")
-        if signature is None or signature in [s.strip() for s in entry["signature"].split(",")]:
+        if signature is None or any(_names(signature, s) for s in entry["signature"].split(",")):
             groups.setdefault(entry["signature"], []).append(entry)
     return groups
 

@@ -332,12 +332,21 @@ FIELDS = (
 )
 
 
+def dotted_name(conv: Convention) -> str:
+    """The name ``ctcbridge conform`` gives the signature: ``torch.ctc_loss``,
+    ``tensorflow.ctc_loss_v1``, ``gluon.CTCLoss``..."""
+    return f"{conv.module.rsplit('.', 1)[-1]}.{conv.call.rstrip('()')}"
+
+
 def get(name: str) -> Convention:
-    """The convention called ``name`` (one of :data:`NAMES`, or ``"ctcbridge"``)."""
-    try:
+    """The convention called ``name`` (one of :data:`NAMES`, or ``"ctcbridge"``), or
+    by the name ``ctcbridge conform`` gives it (``torch.ctc_loss``)."""
+    if name in CONVENTIONS:
         return CONVENTIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown signature {name!r}; known: {', '.join(CONVENTIONS)}") from None
+    for conv in _ALL:
+        if conv.name != "ctcbridge" and dotted_name(conv) == name:
+            return conv
+    raise KeyError(f"unknown signature {name!r}; known: {', '.join(CONVENTIONS)}") from None
 
 
 def describe(conv: Convention, attribute: str) -> str:

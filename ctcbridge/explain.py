@@ -357,15 +357,27 @@ def explain(src_name: str, dst_name: str) -> str:
 
 
 # -------------------------------------------------------------- command line
+def _signature_name(name: str) -> str:
+    """FROM/TO: a name of :data:`conventions.NAMES` (``torch``) or the conform row's
+    (``torch.ctc_loss``), as the former."""
+    try:
+        return cv.get(name).name
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown signature {name!r} (choose from {', '.join(cv.CONVENTIONS)}, or a "
+            "`ctcbridge conform --list-conventions` name)") from None
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``explain`` on the ``ctcbridge`` command's subparsers."""
     parser = subparsers.add_parser(
         "explain", help="what changes when moving a model from one CTC signature to another",
         description="Print every convention that differs between two signatures, the "
                     "argument conversion, the loss and gradient scale, and the edge cases. "
-                    "Signatures: " + ", ".join(cv.NAMES) + " (and ctcbridge, the canonical API).")
-    parser.add_argument("source", nargs="?", metavar="FROM", choices=list(cv.CONVENTIONS))
-    parser.add_argument("target", nargs="?", metavar="TO", choices=list(cv.CONVENTIONS))
+                    "Signatures: " + ", ".join(cv.NAMES) + " (and ctcbridge, the canonical API), "
+                    "or their `ctcbridge conform` names (torch.ctc_loss...).")
+    parser.add_argument("source", nargs="?", metavar="FROM", type=_signature_name)
+    parser.add_argument("target", nargs="?", metavar="TO", type=_signature_name)
     parser.add_argument("--table", action="store_true",
                         help="print the conventions of every signature as a markdown table")
     parser.add_argument("--list", action="store_true", help="list the signature names")

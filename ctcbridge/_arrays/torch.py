@@ -107,13 +107,22 @@ class _EagerCTC(torch.autograd.Function):
         return (_scale(grad, g_losses, ctx.batch_axis), None) + (None,) * ctx.n_aux
 
 
+def _tensor(a):
+    """`a` as a torch tensor.  Other frameworks' arrays arrive as read-only numpy
+    views (a tf.SparseTensor's indices, say), which torch warns about sharing:
+    those are copied."""
+    if isinstance(a, torch.Tensor):
+        return a
+    a = np.asarray(a)
+    return torch.as_tensor(a if a.flags.writeable else a.copy())
+
+
 class TorchBridge:
     name = "torch"
 
     def ctc(self, call: CTCCall, activations, aux):
-        x = activations if isinstance(activations, torch.Tensor) else torch.as_tensor(activations)
-        tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-                   for a in aux]
+        x = _tensor(activations)
+        tensors = [_tensor(a) for a in aux]
         if not torch.compiler.is_compiling():
             return _EagerCTC.apply(x, call, *tensors)
         want = bool(x.requires_grad and torch.is_grad_enabled())

@@ -304,7 +304,7 @@ def test_every_signature_on_chainer_variables():
     losses and activations are)."""
     from ctcbridge._signature_rows import ROWS
 
-    for row in ROWS:
+    for row in filter(lambda r: r.available(), ROWS):  # tensorflow.ctc_loss_v1 needs TF
         for case in builtin_cases():
             if not row.applicable(case) or case.shape[0] > 500:
                 continue

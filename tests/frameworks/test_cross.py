@@ -39,6 +39,13 @@ GLUON_LAB = np.where(VALID, BLANK_LAST, -1).astype(np.int32)  # gluon: blank C-1
 FLAT = TNC.reshape(T * N, C)  # WarpCTC: row t * N + n
 
 
+def _sparse(labels):
+    """The valid labels as a tf.SparseTensor: TensorFlow's sparse form, which its
+    signatures take beside any framework's activations."""
+    idx = np.argwhere(VALID)
+    return tf.SparseTensor(idx.astype(np.int64), labels[VALID].astype(np.int32), LAB.shape)
+
+
 def _steps(x):
     """Chainer's input form: a list of T arrays (N, C) of x's framework."""
     return [x[t] for t in range(T)]
@@ -49,6 +56,9 @@ SIGNATURES = {
     "torch": (lambda x, to: ct.ctc_loss(x, to(LAB), to(IL), to(LL), reduction="sum"), TNC),
     "optax": (lambda x, to: co.ctc_loss(x, to(LOGIT_PAD), to(LAB), to(LABEL_PAD)), NTC),
     "tensorflow": (lambda x, to: ctf.ctc_loss(to(LAB), x, to(LL), to(IL)), TNC),
+    "tensorflow_sparse": (lambda x, to: ctf.ctc_loss(_sparse(LAB), x, None, to(IL),
+                                                     blank_index=0), TNC),
+    "tensorflow_v1": (lambda x, to: ctf.ctc_loss_v1(_sparse(BLANK_LAST), x, to(IL)), TNC),
     "keras": (lambda x, to: ck.ctc_loss(to(LAB), x, to(LL), to(IL)), NTC),
     "keras_batch_cost": (lambda x, to: ck.ctc_batch_cost(to(BLANK_LAST), x, to(IL[:, None]),
                                                          to(LL[:, None])), PROBS),
@@ -104,3 +114,23 @@ def test_signature_on_every_framework(name):
     for g in grads[1:]:
         close(g, grads[0], 1e-6, 1e-6)
     assert np.abs(grads[0]).sum() > 0
+
+
+# ---- the torch, jax and tensorflow columns of `ctcbridge conform` ------------
+
+from ctcbridge._signature_rows import ROWS  # noqa: E402
+from ctcbridge.conformance import run_matrix  # noqa: E402
+from ctcbridge.corpus import load  # noqa: E402
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_conform_row_on_every_framework(row):
+    """Each row of `ctcbridge conform` passes the whole shipped corpus on torch, jax
+    and tensorflow arrays (the numpy column runs in the `tests` session)."""
+    assert row.available()
+    [entry] = run_matrix(load(), [row], ["torch", "jax", "tensorflow"])
+    assert set(entry["cells"]) == {"torch", "jax", "tensorflow"}
+    for fw, cell in entry["cells"].items():
+        assert cell["cases"] >= 10, (fw, cell["cases"])
+        failed = [r for r in cell["results"] if not r["passed"]]
+        assert cell["passed"] and not failed, (fw, failed[:3])

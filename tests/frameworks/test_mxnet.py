@@ -420,7 +420,7 @@ def test_every_signature_on_mxnet_arrays():
     from ctcbridge.conformance import check_signature
 
     cases = builtin_cases()
-    for row in ROWS:
+    for row in filter(lambda r: r.available(), ROWS):  # tensorflow.ctc_loss_v1 needs TF
         results = [r for r in (check_signature(row, c, "mxnet") for c in cases) if r]
         assert results, row.name
         assert all(r.passed for r in results), (row.name, [r for r in results if not r.passed])
