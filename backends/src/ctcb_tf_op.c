@@ -20,6 +20,7 @@
  * TensorFlow raises as InvalidArgumentError.
  */
 #include "ctcbridge.h"
+#include "ctcb_dense.h"
 
 #include <dlfcn.h>
 #include <stdint.h>
@@ -227,25 +228,9 @@ static void kernel_compute(void *state, TF_OpKernelContext *ctx)
             goto done;
         }
 
-        memset(&p, 0, sizeof p);
-        p.struct_size = sizeof p;
-        p.dtype = dtype == TF_DOUBLE_ ? CTCB_FLOAT64 : CTCB_FLOAT32;
-        p.label_format = CTCB_LABELS_PADDED;
-        p.max_time = T;
-        p.batch = N;
-        p.alphabet = C;
-        p.activations = tf.TensorData(in[0]);
-        p.act_strides[0] = layout ? C : N * C; /* contiguous: element strides of t, n, c */
-        p.act_strides[1] = layout ? T * C : C;
-        p.act_strides[2] = 1;
-        p.labels = ints;
-        p.label_stride = S;
-        p.label_count = N * S;
-        p.input_lengths = ints + N * S;
-        p.label_lengths = ints + N * S + N;
-        p.losses = tf.TensorData(losses);
-        p.grad = tf.TensorData(grad);
-        memcpy(p.grad_strides, p.act_strides, sizeof p.grad_strides);
+        ctcb_dense_problem(&p, dtype == TF_DOUBLE_ ? CTCB_FLOAT64 : CTCB_FLOAT32, layout,
+                           T, N, C, S, tf.TensorData(in[0]), ints, tf.TensorData(losses),
+                           tf.TensorData(grad));
 
         ctcb_options_init(&o);
         o.blank = (int32_t)k->attr[ATTR_BLANK];

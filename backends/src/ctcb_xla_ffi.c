@@ -24,6 +24,7 @@
  * engine's own message, which JAX raises as a Python exception.
  */
 #include "ctcbridge.h"
+#include "ctcb_dense.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -310,26 +311,9 @@ CTCB_API XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(XLA_FFI_CallFrame *frame)
                          "ctcbridge: labels and lengths must be int32 or int64");
     }
 
-    memset(&p, 0, sizeof p);
-    p.struct_size = sizeof p;
-    p.dtype = in[0]->dtype == FFI_F64 ? CTCB_FLOAT64 : CTCB_FLOAT32;
-    p.label_format = CTCB_LABELS_PADDED;
-    p.max_time = T;
-    p.batch = N;
-    p.alphabet = C;
-    p.activations = in[0]->data;
-    /* contiguous (row-major) buffers: element strides of t, n, c */
-    p.act_strides[0] = attr[1] ? C : N * C;
-    p.act_strides[1] = attr[1] ? T * C : C;
-    p.act_strides[2] = 1;
-    p.labels = ints;
-    p.label_stride = S;
-    p.label_count = N * S;
-    p.input_lengths = ints + N * S;
-    p.label_lengths = ints + N * S + N;
-    p.losses = out[0]->data;
-    p.grad = out[1] ? out[1]->data : NULL;
-    memcpy(p.grad_strides, p.act_strides, sizeof p.grad_strides);
+    ctcb_dense_problem(&p, in[0]->dtype == FFI_F64 ? CTCB_FLOAT64 : CTCB_FLOAT32, (int)attr[1],
+                       T, N, C, S, in[0]->data, ints, out[0]->data,
+                       out[1] ? out[1]->data : NULL);
 
     ctcb_options_init(&o);
     o.blank = (int32_t)attr[0];
