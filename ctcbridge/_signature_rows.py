@@ -18,6 +18,7 @@ import numpy as np
 from . import reference
 from ._arrays import framework_of
 from ._signature import shape_of
+from .convert import Labels
 from .corpus import Case, required_frames
 
 EPS = 1e-7  # keras.backend.epsilon()
@@ -123,10 +124,7 @@ def _v1_prep(case, dtype):
             loss[n] = 0.0
         else:
             grad[:Tb, n] = probs[:Tb, n]
-    S = labels.shape[1]
-    used = np.argwhere(np.arange(S)[None] < case.label_lengths[:, None])
-    sparse = tf.SparseTensor(used.astype(np.int64), labels[used[:, 0], used[:, 1]].astype(np.int32),
-                             [case.shape[1], max(S, 1)])
+    sparse = tf.SparseTensor(*Labels.from_padded(labels, case.label_lengths).sparse(np.int32))
     return Prepared(x.astype(dtype), dict(labels=sparse,
                                           sequence_length=case.input_lengths.astype(np.int32),
                                           ignore_longer_outputs_than_inputs=True),

@@ -19,6 +19,10 @@ import ctcbridge.optax as co
 import ctcbridge.tensorflow as ctf
 import ctcbridge.theano as cth
 import ctcbridge.torch as ct
+from ctcbridge._signature_rows import ROWS
+from ctcbridge.conformance import run_matrix
+from ctcbridge.convert import Labels
+from ctcbridge.corpus import load
 from native_cases import close, make_case
 
 CASE = make_case(12, allow_infeasible=False, min_label=1)
@@ -42,8 +46,7 @@ FLAT = TNC.reshape(T * N, C)  # WarpCTC: row t * N + n
 def _sparse(labels):
     """The valid labels as a tf.SparseTensor: TensorFlow's sparse form, which its
     signatures take beside any framework's activations."""
-    idx = np.argwhere(VALID)
-    return tf.SparseTensor(idx.astype(np.int64), labels[VALID].astype(np.int32), LAB.shape)
+    return tf.SparseTensor(*Labels.from_padded(labels, LL).sparse(np.int32))
 
 
 def _steps(x):
@@ -117,10 +120,6 @@ def test_signature_on_every_framework(name):
 
 
 # ---- the torch, jax and tensorflow columns of `ctcbridge conform` ------------
-
-from ctcbridge._signature_rows import ROWS  # noqa: E402
-from ctcbridge.conformance import run_matrix  # noqa: E402
-from ctcbridge.corpus import load  # noqa: E402
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
