@@ -92,9 +92,18 @@ def _logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """log_softmax over the last (class) axis (NaN for a frame holding +inf or only -inf)."""
-    with np.errstate(invalid="ignore"):  # inf - inf: the NaN is the defined result
-        return z - _logsumexp(z, axis=-1)[..., None]
+    """log_softmax over the last (class) axis (NaN for a frame holding +inf or only -inf).
+
+    Computed as ``(z - max) - log(sum(exp(z - max)))``: subtracting
+    ``max + log(sum)`` as one number would round ``log(sum)`` away once the
+    logits are huge (all tied at 1e300 gave log-probabilities of 0 instead of
+    ``-log C``), and softmax is shift-invariant, so the result must be too.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    m = np.max(z, axis=-1, keepdims=True) if z.shape[-1] else np.zeros(z.shape[:-1] + (1,))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        shifted = z - m  # NaN where the max is +inf or -inf: the defined result
+        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
 def _shift(v: np.ndarray, k: int) -> np.ndarray:
@@ -214,7 +223,12 @@ def _one_sample(y: np.ndarray, label: np.ndarray, blank: int, merge_repeated: bo
         return (np.inf if log_p == NEG_INF else np.nan), np.full((T, C), np.nan)
 
     beta = _backward(emit, stay, skip, final)
-    occupancy = np.exp(alpha + beta - log_p)  # (T, S') posterior of each state; rows sum to 1
+    # (T, S') posterior of each state.  Every frame's alpha + beta adds up to
+    # log_p in exact arithmetic; normalising each frame by its own sum instead
+    # keeps the rows distributions where huge log-probabilities (a class at
+    # -1e30) make alpha + beta - log_p cancel catastrophically.
+    occupancy = alpha + beta
+    occupancy = np.exp(occupancy - _logsumexp(occupancy, axis=1)[:, None])
     # gamma_t(k): add up the occupancies of all states that emit class k
     # (the blank and repeated labels own several states).
     gamma = np.zeros((T, C))

@@ -25,6 +25,13 @@
  *   CTCB_LABELS_CONCATENATED  labels[offset_n + i], offset_n = sum of label_lengths[0..n),
  *                             and the sum of all lengths must not exceed label_count
  *
+ * The integer inputs (input lengths, label lengths, labels) are read exactly
+ * once, into the engine's own memory, before any sample is computed: a caller
+ * thread writing to them during the call can cause at most an error or a
+ * result for the sample it changed, never an access out of bounds.  Writing
+ * to the activations during the call leaves that sample's results
+ * unspecified, and nothing else.
+ *
  * Every label must lie in [0, alphabet).  A label equal to the blank index is
  * accepted; how it is treated is chosen by CTCB_FLAG_WARP_BLANK_LABELS.
  *
@@ -72,7 +79,7 @@ extern "C" {
  * function table).  The ABI version changes whenever a caller built against
  * an older header could misbehave. */
 #define CTCB_VERSION_MAJOR 0
-#define CTCB_VERSION_MINOR 1
+#define CTCB_VERSION_MINOR 2
 #define CTCB_VERSION_PATCH 0
 #define CTCB_ABI_VERSION 1
 
@@ -86,7 +93,8 @@ typedef enum ctcb_status {
     CTCB_ERR_INVALID_OPTION = 6,   /* an unknown enum value, flag or struct size */
     CTCB_ERR_SIZE_OVERFLOW = 7,    /* a size or offset does not fit in 64 bits */
     CTCB_ERR_OUT_OF_MEMORY = 8,    /* workspace could not be allocated */
-    CTCB_STATUS_COUNT_ = 9
+    CTCB_ERR_CANCELLED = 9,        /* options.cancel was set during the call */
+    CTCB_STATUS_COUNT_ = 10
 } ctcb_status;
 
 typedef enum ctcb_dtype {
@@ -141,6 +149,12 @@ typedef struct ctcb_options {
     int32_t num_threads;      /* 0 = every core this process may use; default 0 */
     uint32_t flags;           /* CTCB_FLAG_*; default 0 */
     double log_zero;          /* finite log(0) for CTCB_INFEASIBLE_SENTINEL; default -1e10 */
+    /* Optional cancel flag (default NULL): another thread sets *cancel to a
+     * non-zero value to stop the call; the engine reads it between samples
+     * and every few hundred frames, and then returns CTCB_ERR_CANCELLED with
+     * the outputs unspecified.  Added in 0.2; an older caller's smaller
+     * struct leaves it NULL. */
+    const int32_t *cancel;
 } ctcb_options;
 
 /* The problem: inputs, and where to write outputs. */

@@ -23,6 +23,8 @@
  * other's errors; it is the only state the library keeps. */
 static __thread char ctcb_error_buffer[512];
 
+static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int fail(int status, const char *fmt, ...)
 {
     va_list ap;
@@ -46,6 +48,7 @@ CTCB_API const char *ctcb_status_string(int status)
         "invalid option",
         "size overflow",
         "out of memory",
+        "cancelled",
     };
     if (status < 0 || status >= CTCB_STATUS_COUNT_)
         return "unknown status";
@@ -76,6 +79,7 @@ CTCB_API int ctcb_options_init(ctcb_options *options)
     options->num_threads = 0;
     options->flags = 0;
     options->log_zero = -1e10;
+    options->cancel = NULL;
     return CTCB_OK;
 }
 
@@ -124,11 +128,12 @@ static size_t workspace_doubles(int64_t max_time, int64_t max_label, int64_t alp
     if (__builtin_mul_overflow((uint64_t)max_label, 2u, &S) || __builtin_add_overflow(S, 1u, &S) ||
         __builtin_add_overflow(S, 4u, &W))
         return 0;
-    /* alpha and emit: T x W each; scale, lse: T each; beta, beta_next: W;
-     * stay, skip: S + 2 each; acc, row: alphabet each; ext: S + 2 int64. */
+    /* alpha and emit: T x W each; scale, fmax, lsum, eshift: T each;
+     * beta, beta_next: W; stay, skip: S + 2 each; acc, row: alphabet each;
+     * ext: S + 2 int64. */
     uint64_t T = max_time > 0 ? (uint64_t)max_time : 1u;
     if (__builtin_mul_overflow(T, W, &rows) || __builtin_mul_overflow(rows, 2u, &total) ||
-        __builtin_add_overflow(total, 2u * T, &total) || __builtin_add_overflow(total, 2u * W, &total) ||
+        __builtin_add_overflow(total, 4u * T, &total) || __builtin_add_overflow(total, 2u * W, &total) ||
         __builtin_add_overflow(total, 3u * (S + 2u), &total) ||
         __builtin_add_overflow(total, 2u * (uint64_t)alphabet, &total) ||
         total > (uint64_t)(SIZE_MAX / sizeof(double)))
@@ -156,7 +161,9 @@ int ctcb_workspace_alloc(ctcb_workspace *ws, int64_t max_time, int64_t max_label
     ws->alpha = cursor;     cursor += T * W;
     ws->emit = cursor;      cursor += T * W;
     ws->scale = cursor;     cursor += T;
-    ws->lse = cursor;       cursor += T;
+    ws->fmax = cursor;      cursor += T;
+    ws->lsum = cursor;      cursor += T;
+    ws->eshift = cursor;    cursor += T;
     ws->beta = cursor;      cursor += W;
     ws->beta_next = cursor; cursor += W;
     ws->stay = cursor;      cursor += S + 2u;
@@ -199,8 +206,26 @@ static int check_strides(const char *name, const int64_t strides[3], int64_t T, 
     return CTCB_OK;
 }
 
-static int validate(const ctcb_problem *p, const ctcb_options *o, int64_t *offsets,
-                    int64_t *max_label, int64_t *max_input)
+/* One read of a caller's integer: an atomic load cannot be repeated or
+ * split by the compiler, so the value checked is the value used even when
+ * another thread writes to the caller's array meanwhile. */
+static inline int64_t read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+/* The engine's copies of the integer inputs (see ctcb_job). */
+typedef struct ctcb_snapshot {
+    int64_t *ints;   /* 3N: input lengths, label lengths, label offsets */
+    int64_t *labels; /* the labels of every sample, concatenated */
+} ctcb_snapshot;
+
+static void snapshot_free(ctcb_snapshot *snap)
+{
+    free(snap->ints);
+    free(snap->labels);
+    snap->ints = snap->labels = NULL;
+}
+
+/* Sizes, options and strides: everything that reads no array. */
+static int validate_shape(const ctcb_problem *p, const ctcb_options *o)
 {
     const int64_t T = p->max_time, N = p->batch, C = p->alphabet;
     if (T < 0)
@@ -234,31 +259,47 @@ static int validate(const ctcb_problem *p, const ctcb_options *o, int64_t *offse
         return status;
     if (p->grad && (status = check_strides("grad_strides", p->grad_strides, T, N, C)))
         return status;
+    if (p->label_format == CTCB_LABELS_PADDED && p->label_stride < 0)
+        return fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
+                    (long long)p->label_stride);
+    if (p->label_format == CTCB_LABELS_CONCATENATED && !p->label_lengths)
+        return fail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
+    if (p->label_format == CTCB_LABELS_CONCATENATED && p->label_count < 0)
+        return fail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
+                    (long long)p->label_count);
+    return CTCB_OK;
+}
 
-    *max_input = 0;
+/* Read every integer input once into `snap`, validating the copies, and fill
+ * the job's views of them.  Nothing after this reads the caller's integer
+ * arrays. */
+static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *snap)
+{
+    const int64_t T = p->max_time, N = p->batch, C = p->alphabet;
+    if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
+        !(snap->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
+        return fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
+                    (long long)N);
+    int64_t *in_len = snap->ints, *lab_len = in_len + N, *offsets = lab_len + N;
+
+    job->max_input = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = p->input_lengths ? p->input_lengths[n] : T;
+        const int64_t len = p->input_lengths ? read_once(&p->input_lengths[n]) : T;
         if (len < 0 || len > T)
             return fail(CTCB_ERR_INVALID_LENGTH,
                         "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
                         (long long)n, (long long)len, (long long)T);
-        if (len > *max_input)
-            *max_input = len;
+        in_len[n] = len;
+        if (len > job->max_input)
+            job->max_input = len;
     }
 
+    /* label lengths, and where each sample's labels start in the caller's array */
     const int padded = p->label_format == CTCB_LABELS_PADDED;
-    if (padded && p->label_stride < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
-                    (long long)p->label_stride);
-    if (!padded && !p->label_lengths)
-        return fail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
-    if (!padded && p->label_count < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
-                    (long long)p->label_count);
-    uint64_t offset = 0;
-    *max_label = 0;
+    uint64_t source = 0, total = 0;
+    job->max_label = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = p->label_lengths ? p->label_lengths[n] : p->label_stride;
+        const int64_t len = p->label_lengths ? read_once(&p->label_lengths[n]) : p->label_stride;
         if (len < 0)
             return fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
                         (long long)n, (long long)len);
@@ -266,36 +307,50 @@ static int validate(const ctcb_problem *p, const ctcb_options *o, int64_t *offse
             return fail(CTCB_ERR_INVALID_LENGTH,
                         "label_lengths[%lld] = %lld exceeds the padded label width %lld",
                         (long long)n, (long long)len, (long long)p->label_stride);
-        if (padded) {
-            if (__builtin_mul_overflow((uint64_t)n, (uint64_t)p->label_stride, &offset) ||
-                offset > (uint64_t)INT64_MAX)
-                return fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
-                            (long long)n);
-        }
-        if (!padded && (len > p->label_count || offset > (uint64_t)(p->label_count - len)))
+        if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)p->label_stride, &source) ||
+                       source > (uint64_t)INT64_MAX))
+            return fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
+                        (long long)n);
+        if (!padded && (len > p->label_count || source > (uint64_t)(p->label_count - len)))
             return fail(CTCB_ERR_INVALID_LENGTH,
                         "label_lengths add up to more than the %lld concatenated labels "
                         "(at sample %lld, label_lengths[%lld] = %lld)",
                         (long long)p->label_count, (long long)n, (long long)n, (long long)len);
-        offsets[n] = (int64_t)offset;
-        if (len > 0 && !p->labels)
-            return fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
-        for (int64_t i = 0; i < len; ++i) {
-            const int64_t v = p->labels[offset + (uint64_t)i];
+        lab_len[n] = len;
+        offsets[n] = (int64_t)total; /* where the copy of its labels starts */
+        if (!padded)
+            source += (uint64_t)len; /* bounded by label_count */
+        total += (uint64_t)len;      /* at most N * stride or label_count: no overflow */
+        if (len > job->max_label)
+            job->max_label = len;
+    }
+    if (total > 0 && !p->labels)
+        return fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
+    if (total > SIZE_MAX / sizeof(int64_t) ||
+        !(snap->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
+        return fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
+                    (unsigned long long)total);
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t *src = p->labels + (padded ? (uint64_t)n * (uint64_t)p->label_stride
+                                                 : (uint64_t)offsets[n]);
+        int64_t *dst = snap->labels + offsets[n];
+        for (int64_t i = 0; i < lab_len[n]; ++i) {
+            const int64_t v = read_once(&src[i]);
             if (v < 0 || v >= C)
                 return fail(CTCB_ERR_INVALID_LABEL,
                             "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
                             (long long)i, (long long)n, (long long)v, (long long)C);
+            dst[i] = v;
         }
-        if (!padded)
-            offset += (uint64_t)len; /* cannot overflow: bounded by label_count */
-        if (len > *max_label)
-            *max_label = len;
     }
-    if (ctcb_workspace_bytes(*max_input, *max_label, C) == 0)
+    if (ctcb_workspace_bytes(job->max_input, job->max_label, C) == 0)
         return fail(CTCB_ERR_SIZE_OVERFLOW,
                     "workspace for max_time %lld, longest label %lld, alphabet %lld overflows",
-                    (long long)*max_input, (long long)*max_label, (long long)C);
+                    (long long)job->max_input, (long long)job->max_label, (long long)C);
+    job->input_lengths = in_len;
+    job->label_lengths = lab_len;
+    job->label_offsets = offsets;
+    job->labels = snap->labels;
     return CTCB_OK;
 }
 
@@ -319,15 +374,16 @@ static void *worker(void *arg)
                                     __ATOMIC_SEQ_CST);
         return NULL;
     }
-    void (*sample)(const ctcb_job *, ctcb_workspace *, int64_t) =
+    int (*sample)(const ctcb_job *, ctcb_workspace *, int64_t) =
         job->problem->dtype == CTCB_FLOAT32 ? ctcb_sample_f32 : ctcb_sample_f64;
     for (;;) {
         /* dynamic sharing: each sample is computed by exactly one thread with
          * the same code, so results do not depend on the thread count */
         const int64_t n = __atomic_fetch_add(&pool->next, 1, __ATOMIC_RELAXED);
-        if (n >= job->problem->batch)
+        if (n >= job->problem->batch || ctcb_cancelled(job))
             break;
-        sample(job, &ws, n);
+        if (sample(job, &ws, n) == SAMPLE_CANCELLED)
+            break;
     }
     ctcb_workspace_free(&ws);
     return NULL;
@@ -361,19 +417,14 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     if (status)
         return status;
     const int64_t N = problem->batch;
-    int64_t *offsets = NULL;
-    if (N > 0) {
-        if ((uint64_t)N > SIZE_MAX / sizeof *offsets ||
-            !(offsets = (int64_t *)malloc((size_t)N * sizeof *offsets)))
-            return fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for %lld label offsets", (long long)N);
-    }
-    status = validate(problem, &job.options, offsets, &job.max_label, &job.max_input);
-    if (status || N == 0) {
-        free(offsets);
+    if ((status = validate_shape(problem, &job.options)) || N == 0)
+        return status;
+    ctcb_snapshot snap = {NULL, NULL};
+    if ((status = take_snapshot(problem, &job, &snap))) {
+        snapshot_free(&snap);
         return status;
     }
     job.problem = problem;
-    job.label_offsets = offsets;
 
     int64_t threads = job.options.num_threads > 0 ? job.options.num_threads : available_cores();
     if (threads > N)
@@ -390,7 +441,9 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     for (int64_t i = 0; i < started; ++i)
         pthread_join(ids[i], NULL);
     free(ids);
-    free(offsets);
+    snapshot_free(&snap);
+    if (ctcb_cancelled(&job))
+        return fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
     if (pool.status == CTCB_ERR_OUT_OF_MEMORY) {
         return fail(CTCB_ERR_OUT_OF_MEMORY,
                     "could not allocate %zu bytes of workspace per thread (%lld threads; "

@@ -13,14 +13,31 @@
 
 #define CTCB_HIDDEN __attribute__((visibility("hidden")))
 
-/* One call, validated: read-only for the workers. */
+/* One call, validated: read-only for the workers.  The integer inputs are
+ * the engine's own copies (read once from the caller's arrays, then
+ * validated): the workers never read the caller's integer arrays, so a
+ * caller thread writing to them cannot steer an index out of bounds. */
 typedef struct ctcb_job {
     const ctcb_problem *problem;
     ctcb_options options;
-    const int64_t *label_offsets; /* per sample: index of its first label */
+    const int64_t *input_lengths; /* N frames counts, each in [0, T] */
+    const int64_t *label_lengths; /* N label counts */
+    const int64_t *label_offsets; /* per sample: index of its first label in `labels` */
+    const int64_t *labels;        /* every sample's labels, concatenated, each in [0, C) */
     int64_t max_label;            /* longest label sequence in the batch */
     int64_t max_input;            /* longest input length in the batch */
 } ctcb_job;
+
+/* How often (in frames) the recursions look at the cancel flag: a relaxed
+ * load every 512 frames costs nothing measurable, and a sample of any
+ * realistic width reaches the next check within milliseconds. */
+#define CTCB_CANCEL_PERIOD 512
+
+/* Whether the caller asked the call to stop (options.cancel). */
+static inline int ctcb_cancelled(const ctcb_job *job)
+{
+    return job->options.cancel && __atomic_load_n(job->options.cancel, __ATOMIC_RELAXED) != 0;
+}
 
 /* Working memory of one worker, sized for the job's longest sample.
  * Rows of `alpha` and `emit` have W = S + 4 entries: two zero (or log-zero)
@@ -30,7 +47,11 @@ typedef struct ctcb_workspace {
     double *alpha;     /* max_input x W: scaled (or log) forward variables */
     double *emit;      /* max_input x W: emissions of the states (or their logs) */
     double *scale;     /* max_input: the divisor of each forward frame */
-    double *lse;       /* max_input: log-sum-exp of each frame (logits) */
+    double *fmax;      /* max_input: largest activation of each frame (logits) */
+    double *lsum;      /* max_input: log sum exp(x - fmax) of each frame (logits):
+                          log_softmax(x) = (x - fmax) - lsum, exact for any offset */
+    double *eshift;    /* max_input: log of the factor a frame's emissions were
+                          divided by to keep them in range (0: not rescaled) */
     double *beta;      /* W */
     double *beta_next; /* W */
     double *stay;      /* S + 2: 1 where a state has a self-loop */
@@ -46,10 +67,17 @@ CTCB_HIDDEN int ctcb_workspace_alloc(ctcb_workspace *ws, int64_t max_time, int64
 CTCB_HIDDEN void ctcb_workspace_free(ctcb_workspace *ws);
 
 /* Outcome of one sample's recursion. */
-enum { SAMPLE_OK = 0, SAMPLE_NEEDS_LOG = 1, SAMPLE_NAN = 2, SAMPLE_ZERO_PROB = 3 };
+enum {
+    SAMPLE_OK = 0,
+    SAMPLE_NEEDS_LOG = 1,
+    SAMPLE_NAN = 2,
+    SAMPLE_ZERO_PROB = 3,
+    SAMPLE_CANCELLED = 4
+};
 
-/* Compute one sample; float and double instantiations of ctcb_kernel.inc. */
-CTCB_HIDDEN void ctcb_sample_f32(const ctcb_job *job, ctcb_workspace *ws, int64_t n);
-CTCB_HIDDEN void ctcb_sample_f64(const ctcb_job *job, ctcb_workspace *ws, int64_t n);
+/* Compute one sample; float and double instantiations of ctcb_kernel.inc.
+ * Returns SAMPLE_CANCELLED when the cancel flag stopped it, else SAMPLE_OK. */
+CTCB_HIDDEN int ctcb_sample_f32(const ctcb_job *job, ctcb_workspace *ws, int64_t n);
+CTCB_HIDDEN int ctcb_sample_f64(const ctcb_job *job, ctcb_workspace *ws, int64_t n);
 
 #endif /* CTCB_INTERNAL_H */
