@@ -227,8 +227,11 @@ def _one_sample(y: np.ndarray, label: np.ndarray, blank: int, merge_repeated: bo
     # log_p in exact arithmetic; normalising each frame by its own sum instead
     # keeps the rows distributions where huge log-probabilities (a class at
     # -1e30) make alpha + beta - log_p cancel catastrophically.
+    # (Dividing in the linear domain: subtracting a log-sum-exp would round the
+    # log of the sum away at -1e30 as well.)
     occupancy = alpha + beta
-    occupancy = np.exp(occupancy - _logsumexp(occupancy, axis=1)[:, None])
+    occupancy = np.exp(occupancy - occupancy.max(axis=1, keepdims=True))
+    occupancy /= occupancy.sum(axis=1, keepdims=True)
     # gamma_t(k): add up the occupancies of all states that emit class k
     # (the blank and repeated labels own several states).
     gamma = np.zeros((T, C))
