@@ -32,6 +32,7 @@ ERR_INVALID_LENGTH = 5
 ERR_INVALID_OPTION = 6
 ERR_SIZE_OVERFLOW = 7
 ERR_OUT_OF_MEMORY = 8
+ERR_CANCELLED = 9
 
 FLOAT32, FLOAT64 = 0, 1  # enum ctcb_dtype
 INPUT_LOGITS, INPUT_LOG_PROBS = 0, 1  # enum ctcb_input_kind
@@ -63,6 +64,7 @@ class Options(ctypes.Structure):
         ("num_threads", ctypes.c_int32),
         ("flags", ctypes.c_uint32),
         ("log_zero", ctypes.c_double),
+        ("cancel", ctypes.POINTER(ctypes.c_int32)),
     ]
 
 
@@ -209,29 +211,74 @@ _VALUE_ERRORS = {
 }
 
 
-def check(status: int) -> None:
+def _message(lib: ctypes.CDLL, status: int) -> str:
+    """The status's description and this thread's detail message (the engine
+    keeps the detail per thread: read it in the thread that made the call)."""
+    what = lib.ctcb_status_string(status).decode()
+    detail = lib.ctcb_last_error().decode()
+    return f"{detail} ({what})" if detail else what
+
+
+def check(status: int, message: str | None = None) -> None:
     """Turn a non-zero ctcb_status into the matching exception."""
     if status == OK:
         return
-    lib = load()
-    what = lib.ctcb_status_string(status).decode()
-    detail = lib.ctcb_last_error().decode()
-    message = f"{detail} ({what})" if detail else what
+    if message is None:
+        message = _message(load(), status)
     if status == ERR_OUT_OF_MEMORY:
         raise EngineMemoryError(message)
     if status == ERR_NULL_POINTER:  # our own bug, never the user's
         raise EngineError(message)
     if status in _VALUE_ERRORS:
         raise CTCValueError(message)
-    raise EngineError(message)  # pragma: no cover - unknown status
+    raise EngineError(message)  # pragma: no cover - unknown status or a cancel not ours
 
 
-def call(problem: Problem, options: Options) -> None:
-    """Run ctcb_ctc_loss; raises on any non-zero status."""
+# Calls with fewer lattice cells than this (tens of milliseconds of engine
+# time at most) run on the calling thread; longer ones run on a helper
+# thread so that Ctrl-C is seen within a fraction of a second (see call()).
+INTERRUPTIBLE_CELLS = 1 << 24
+_POLL_SECONDS = 0.05
+
+
+def call(problem: Problem, options: Options, cells: int = 0) -> None:
+    """Run ctcb_ctc_loss; raises on any non-zero status.
+
+    ``cells`` estimates the work (frames x states over the batch).  Python
+    runs signal handlers only between bytecodes, so a long call made
+    directly would hold off KeyboardInterrupt until it returns (20-30 s were
+    seen).  A long call made from the main thread (the only one that gets
+    KeyboardInterrupt) therefore runs on a helper thread while the main
+    thread waits in short, interruptible joins; on an interrupt it sets the
+    engine's cancel flag, which every engine thread reads between samples
+    and every few hundred frames, waits for the call to end (milliseconds),
+    and re-raises.  Nothing is left running and nothing leaks.
+    """
     lib = load()
     problem.struct_size = ctypes.sizeof(Problem)
     options.struct_size = ctypes.sizeof(Options)
-    check(lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options)))
+    if cells < INTERRUPTIBLE_CELLS or threading.current_thread() is not threading.main_thread():
+        check(lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options)))
+        return
+    flag = ctypes.c_int32(0)
+    options.cancel = ctypes.pointer(flag)
+    outcome: list = []
+
+    def run() -> None:
+        status = lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options))
+        outcome.append((status, _message(lib, status) if status else ""))
+
+    worker = threading.Thread(target=run, name="ctcbridge-engine", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(_POLL_SECONDS)
+    except BaseException:
+        flag.value = 1  # the engine reads it with relaxed atomic loads
+        worker.join()
+        raise
+    status, message = outcome[0]
+    check(status, message)
 
 
 __all__ = ["load", "call", "check", "companion", "engine_version", "workspace_bytes", "Options",

@@ -184,10 +184,13 @@ def test_errors_are_catchable_as_builtins():
 
 def test_supported_arrays_are_not_copied(x):
     """float32/float64 arrays with element-aligned strides go to the engine as they are."""
-    from ctcbridge.canonical import _float_array
+    from ctcbridge.canonical import _activations, _needs_copy
 
     f32 = x.astype(np.float32)
-    assert _float_array(f32)[0] is f32
+    arr, dt, _ = _activations(f32)
+    assert arr is f32 and not _needs_copy(arr, dt)
     view = x.transpose(1, 0, 2)[:, ::-1]  # batch-major, negative stride
-    assert np.shares_memory(_float_array(view)[0], x)
-    assert not np.shares_memory(_float_array(x.astype(np.float16))[0], x)
+    arr, dt, _ = _activations(view)
+    assert np.shares_memory(arr, x) and not _needs_copy(arr, dt)
+    arr, dt, out = _activations(x.astype(np.float16))
+    assert dt == np.float32 and out == np.float16 and _needs_copy(arr, dt)
