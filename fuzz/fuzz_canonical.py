@@ -1,8 +1,9 @@
 """Coverage-guided fuzzing of the canonical API with atheris (`nox -s fuzz`).
 
 Every input becomes one call of ``ctcbridge.ctc_loss_and_grad`` with small
-shapes, any dtype, labels and lengths (valid or not), blank, layout and input
-kind.  A call must either return outputs of the right shapes with no value
+shapes, any dtype, logits scaled up to 1000, labels and lengths (valid or
+not), blank, layout and input kind; in some calls another thread keeps
+writing to the labels and lengths while the engine runs.  A call must either return outputs of the right shapes with no value
 outside what the inputs allow, or raise one of ctcbridge's documented errors.
 Anything else (another exception, a crash, a sanitizer report) is a finding.
 
@@ -12,6 +13,7 @@ Anything else (another exception, a crash, a sanitizer report) is a finding.
 from __future__ import annotations
 
 import sys
+import threading
 
 import atheris
 
@@ -31,8 +33,9 @@ def one_call(data: bytes) -> None:
     layout = "TNC" if fdp.ConsumeBool() else "NTC"
     shape = (T, N, C) if layout == "TNC" else (N, T, C)
     special = [0.0, 1.0, -1.0, 30.0, -30.0, 700.0, -700.0, np.inf, -np.inf, np.nan]
+    scale = [1.0, 10.0, 100.0, 1000.0][fdp.ConsumeIntInRange(0, 3)]
     values = [special[fdp.ConsumeIntInRange(0, 9)] if fdp.ConsumeProbability() < 0.1
-              else fdp.ConsumeRegularFloat() % 50.0 for _ in range(T * N * C)]
+              else (fdp.ConsumeRegularFloat() % 50.0) * scale for _ in range(T * N * C)]
     acts = np.array(values, dtype=np.float64).reshape(shape).astype(dtype)
     if fdp.ConsumeBool() and acts.ndim == 3 and acts.shape[0] > 1:
         acts = acts[::-1]  # negative stride
@@ -45,10 +48,31 @@ def one_call(data: bytes) -> None:
                   inputs="logits" if fdp.ConsumeBool() else "log_probs",
                   reduction=["none", "sum", "mean"][fdp.ConsumeIntInRange(0, 2)],
                   zero_infinity=fdp.ConsumeBool(), num_threads=fdp.ConsumeIntInRange(0, 3))
+    writer = None
+    if fdp.ConsumeBool():
+        # another thread writes to the integer inputs during the call: the
+        # engine reads each once, so at most an error or that sample changes
+        targets = [a for a in (labels, *lengths) if a is not None and a.size]
+        junk = fdp.ConsumeIntListInRange(4, -(2**40), 2**40)
+        stop = threading.Event()
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set() and targets:
+                arr = targets[i % len(targets)]
+                arr.reshape(-1)[i % arr.size] = junk[i % len(junk)]
+                i += 1
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
     try:
         loss, grad = ctcbridge.ctc_loss_and_grad(acts, labels, *lengths, **kwargs)
     except (CTCError, MemoryError):
         return
+    finally:
+        if writer is not None:
+            stop.set()
+            writer.join()
     if grad.shape != acts.shape:
         raise AssertionError(f"gradient shape {grad.shape} for activations {acts.shape}")
     if kwargs["reduction"] == "none" and loss.shape != (N,):
