@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import atheris
 
@@ -62,6 +63,7 @@ def one_call(data: bytes) -> None:
                 arr = targets[i % len(targets)]
                 arr.reshape(-1)[i % arr.size] = junk[i % len(junk)]
                 i += 1
+                time.sleep(0)  # hands the GIL back at once: the call's return is not held up
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()

@@ -176,3 +176,58 @@ def test_minus_inf_log_probs_gradient():
     used = ~impossible & (np.arange(6)[:, None, None] < args[1].numpy()[None, :, None])
     np.testing.assert_allclose(ours[used], native[used] - np.exp(lp.numpy()[used]),
                                atol=1e-12)  # torch's is exp(lp) - gamma, ours -gamma
+
+
+@pytest.mark.parametrize("concatenated", [False, True])
+def test_a_writer_thread_on_the_targets_changes_only_its_sample(concatenated):
+    """Another thread flips one sample's target (and its length) to absurd
+    values and back while ctc_loss runs on the same tensors: each call
+    raises ctcbridge's error or returns, and the other samples' losses and
+    gradients are bit-identical (it crashed the process before the engine
+    read its integers once)."""
+    import threading
+    import time
+
+    from ctcbridge.errors import CTCError
+
+    rng = np.random.default_rng(0)
+    T, N, C, L = 60, 6, 20, 12
+    lp = torch.from_numpy(rng.standard_normal((T, N, C))).log_softmax(-1)
+    targets = torch.from_numpy(rng.integers(1, C, size=(N, L)))
+    if concatenated:
+        targets = targets.reshape(-1).clone()
+    il = torch.full((N,), T, dtype=torch.long)
+    tl = torch.full((N,), L, dtype=torch.long)
+
+    def run():
+        x = lp.clone().requires_grad_()
+        loss = ct.ctc_loss(x, targets, il, tl, reduction="none")
+        loss.sum().backward()
+        return loss.detach(), x.grad
+
+    ref_loss, ref_grad = run()
+    flat, lengths = targets.view(-1).numpy(), tl.numpy()  # the tensors' own memory
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            flat[-1], lengths[-1] = 2**40, 2**40
+            flat[-1], lengths[-1] = 1, L
+
+    writer = threading.Thread(target=flip, daemon=True)
+    writer.start()
+    calls = 0
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            calls += 1
+            try:
+                loss, grad = run()
+            except CTCError:
+                continue
+            assert torch.equal(loss[:-1], ref_loss[:-1])
+            assert torch.equal(grad[:, :-1], ref_grad[:, :-1])
+    finally:
+        stop.set()
+        writer.join()
+    assert calls > 3
