@@ -130,13 +130,20 @@ static size_t workspace_doubles(int64_t max_time, int64_t max_label, int64_t alp
         return 0;
     /* alpha and emit: T x W each; scale, fmax, lsum, eshift: T each;
      * beta, beta_next: W; stay, skip: S + 2 each; acc, row: alphabet each;
-     * ext: S + 2 int64. */
+     * ext: S + 2 int64; probs: T x alphabet when alphabet <= S. */
     uint64_t T = max_time > 0 ? (uint64_t)max_time : 1u;
     if (__builtin_mul_overflow(T, W, &rows) || __builtin_mul_overflow(rows, 2u, &total) ||
         __builtin_add_overflow(total, 4u * T, &total) || __builtin_add_overflow(total, 2u * W, &total) ||
         __builtin_add_overflow(total, 3u * (S + 2u), &total) ||
-        __builtin_add_overflow(total, 2u * (uint64_t)alphabet, &total) ||
-        total > (uint64_t)(SIZE_MAX / sizeof(double)))
+        __builtin_add_overflow(total, 2u * (uint64_t)alphabet, &total))
+        return 0;
+    /* probs: T x alphabet, for the samples whose states outnumber the classes */
+    uint64_t probs = 0;
+    if ((uint64_t)alphabet <= S &&
+        (__builtin_mul_overflow(T, (uint64_t)alphabet, &probs) ||
+         __builtin_add_overflow(total, probs, &total)))
+        return 0;
+    if (total > (uint64_t)(SIZE_MAX / sizeof(double)))
         return 0;
     return (size_t)total;
 }
@@ -170,7 +177,8 @@ int ctcb_workspace_alloc(ctcb_workspace *ws, int64_t max_time, int64_t max_label
     ws->skip = cursor;      cursor += S + 2u;
     ws->ext = (int64_t *)cursor; cursor += S + 2u;
     ws->acc = cursor;       cursor += (size_t)alphabet;
-    ws->row = cursor;
+    ws->row = cursor;       cursor += (size_t)alphabet;
+    ws->probs = (size_t)alphabet <= S ? cursor : NULL;
     memset(ws->acc, 0, (size_t)alphabet * sizeof(double)); /* write_row keeps it zeroed */
     ws->block = block;
     return CTCB_OK;

@@ -57,7 +57,10 @@ typedef struct ctcb_workspace {
     double *stay;      /* S + 2: 1 where a state has a self-loop */
     double *skip;      /* S + 2: 1 where a state may be entered from s - 2 */
     double *acc;       /* alphabet: occupancy accumulated per class, kept zeroed */
-    double *row;       /* alphabet: one frame's class probabilities */
+    double *row;       /* alphabet: one frame's class probabilities, or gradient row */
+    double *probs;     /* max_input x alphabet, only when alphabet <= S (else NULL):
+                          each frame's class probabilities (logits), kept from the
+                          emissions for the gradient rows */
     int64_t *ext;      /* S: the extended label sequence */
     void *block;       /* the single allocation behind all of the above */
 } ctcb_workspace;
