@@ -432,7 +432,6 @@ typedef struct dec_ws {
     int64_t *ext_target;    /* B * C: candidate index of an existing prefix */
     int64_t *beam_node;     /* B */
     double *beam_pb, *beam_pnb; /* B */
-    int64_t *seq_a, *seq_b; /* T: scratch prefixes for comparisons */
 } dec_ws;
 
 typedef struct dec_cand {
@@ -450,8 +449,7 @@ static void ws_free(dec_ws *ws)
                     (void **)&ws->node_depth, (void **)&ws->node_child,
                     (void **)&ws->node_sibling, (void **)&ws->node_slot, (void **)&ws->cand,
                     (void **)&ws->top, (void **)&ws->ext_target, (void **)&ws->beam_node,
-                    (void **)&ws->beam_pb, (void **)&ws->beam_pnb, (void **)&ws->seq_a,
-                    (void **)&ws->seq_b};
+                    (void **)&ws->beam_pb, (void **)&ws->beam_pnb};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         free(*all[i]);
         *all[i] = NULL;
@@ -522,8 +520,6 @@ static int ws_alloc(dec_ws *ws, const dec_job *job)
         ws->beam_node = (int64_t *)alloc_array(B, sizeof(int64_t), &ok);
         ws->beam_pb = (double *)alloc_array(B, sizeof(double), &ok);
         ws->beam_pnb = (double *)alloc_array(B, sizeof(double), &ok);
-        ws->seq_a = (int64_t *)alloc_array(T, sizeof(int64_t), &ok);
-        ws->seq_b = (int64_t *)alloc_array(T, sizeof(int64_t), &ok);
     }
     if (!ok) {
         ws_free(ws);
@@ -823,33 +819,61 @@ static int greedy_sample(const dec_job *job, dec_ws *ws, int64_t n)
 
 /* -------------------------------------------------------- beam search */
 
-/* The labels of candidate c's prefix into buf; returns its length. */
-static int64_t cand_prefix(const dec_ws *ws, const dec_cand *c, int64_t *buf)
+/* A prefix being compared from its end: the trie node `node`, extended by
+ * `extra` when extra >= 0 (a candidate not yet in the trie). */
+typedef struct dec_cursor {
+    int64_t node, extra, length;
+} dec_cursor;
+
+/* Drop the last label of a cursor's prefix; returns that label. */
+static int64_t cursor_pop(const dec_ws *ws, dec_cursor *c)
 {
-    int64_t node = c->node, len = ws->node_depth[node] + (c->label >= 0);
-    int64_t i = len;
-    if (c->label >= 0)
-        buf[--i] = c->label;
-    while (i > 0) {
-        buf[--i] = ws->node_label[node];
-        node = ws->node_parent[node];
+    int64_t label;
+    if (c->extra >= 0) {
+        label = c->extra;
+        c->extra = -1;
+    } else {
+        label = ws->node_label[c->node];
+        c->node = ws->node_parent[c->node];
     }
-    return len;
+    --c->length;
+    return label;
+}
+
+/* Lexicographic order of two prefixes (a prefix before its extensions),
+ * walking both up the trie to their common ancestor: the cost is the
+ * distance to where they part, not their length. */
+static int prefix_cmp(const dec_ws *ws, dec_cursor a, dec_cursor b)
+{
+    const int by_length = a.length < b.length ? -1 : a.length > b.length;
+    while (a.length > b.length)
+        cursor_pop(ws, &a);
+    while (b.length > a.length)
+        cursor_pop(ws, &b);
+    int order = 0; /* of the first differing position seen so far from the end */
+    while (a.node != b.node || a.extra != b.extra) {
+        const int64_t la = cursor_pop(ws, &a), lb = cursor_pop(ws, &b);
+        if (la != lb)
+            order = la < lb ? -1 : 1; /* the last one set is the first position */
+    }
+    return order ? order : by_length;
+}
+
+static dec_cursor cand_cursor(const dec_ws *ws, const dec_cand *c)
+{
+    dec_cursor cur = {c->node, c->label, ws->node_depth[c->node] + (c->label >= 0)};
+    return cur;
 }
 
 /* < 0 when candidate a ranks before b: higher total first, then the label
  * sequences in lexicographic order (a prefix before its extensions).  Two
  * candidates never hold the same prefix, so this is a total order and the
  * beam does not depend on the order candidates were generated in. */
-static int cand_cmp(dec_ws *ws, const dec_cand *a, const dec_cand *b)
+static int cand_cmp(const dec_ws *ws, const dec_cand *a, const dec_cand *b)
 {
     if (a->total != b->total)
         return a->total > b->total ? -1 : 1;
-    const int64_t la = cand_prefix(ws, a, ws->seq_a), lb = cand_prefix(ws, b, ws->seq_b);
-    for (int64_t i = 0; i < la && i < lb; ++i)
-        if (ws->seq_a[i] != ws->seq_b[i])
-            return ws->seq_a[i] < ws->seq_b[i] ? -1 : 1;
-    return la < lb ? -1 : la > lb;
+    return prefix_cmp(ws, cand_cursor(ws, a), cand_cursor(ws, b));
 }
 
 /* The trie node of `parent` extended by `label`, created if absent: one node
@@ -893,7 +917,7 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
     ws->beam_pnb[0] = NEG;
     dec_cand *cand = ws->cand;
     for (int64_t t = 0; t < Tb && status == 0; ++t) {
-        if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
+        if (cancelled(job)) /* every frame: a frame costs beam_width x C cells */
             return -1;
         const double *y = ws->lp + t * C;
         /* 1. every prefix of the beam continues: a blank, or its last label again */

@@ -252,6 +252,61 @@ static void test_known_posteriors(void)
     CHECK(isnan(g[0]) && isnan(g[5]) && g[6] == 0.0 && g[8] == 0.0, "infeasible rows");
 }
 
+/* Flat frames tie many prefixes exactly, at every depth: the output must be
+ * strictly ordered by (score descending, label sequence ascending), and a
+ * beam holding every prefix must hold all the probability. */
+static int lex_cmp(const int64_t *a, int64_t la, const int64_t *b, int64_t lb)
+{
+    for (int64_t i = 0; i < la && i < lb; ++i)
+        if (a[i] != b[i])
+            return a[i] < b[i] ? -1 : 1;
+    return la < lb ? -1 : la > lb;
+}
+
+static void test_beam_order(void)
+{
+    enum { T = 4, C = 3, B = 81 };
+    static double x[T * C];
+    static int64_t seq[B * T], len[B];
+    static double sc[B];
+    for (int blank = 0; blank < C; ++blank) {
+        ctcb_decode_input in = input_tnc(T, 1, C, x, NULL, NULL, 0, NULL);
+        ctcb_decode_options o = dopts(blank, CTCB_INPUT_LOGITS);
+        o.beam_width = B;
+        o.top_paths = B;
+        CHECK(ctcb_decode_beam(&in, &o, seq, len, sc) == CTCB_OK, "beam");
+        double mass = 0.0;
+        for (int k = 0; k < B; ++k) {
+            if (sc[k] == -INFINITY)
+                break;
+            mass += exp(sc[k]);
+            for (int64_t i = 0; i < len[k]; ++i)
+                CHECK(seq[k * T + i] != blank, "blank in a prefix");
+            if (k + 1 < B && sc[k + 1] > -INFINITY)
+                CHECK(sc[k] > sc[k + 1] ||
+                          (sc[k] == sc[k + 1] &&
+                           lex_cmp(seq + k * T, len[k], seq + (k + 1) * T, len[k + 1]) < 0),
+                      "order at %d", k);
+        }
+        CLOSE(mass, 1.0, 1e-12);
+    }
+    /* a long flat input stays fast: ties are settled at the common ancestor */
+    enum { LT = 120, LC = 6 };
+    static double flat[LT * LC];
+    static int64_t lseq[4 * LT], llen[4];
+    double lsc[4];
+    ctcb_decode_input in = input_tnc(LT, 1, LC, flat, NULL, NULL, 0, NULL);
+    ctcb_decode_options o = dopts(0, CTCB_INPUT_LOGITS);
+    o.beam_width = 32;
+    o.top_paths = 4;
+    CHECK(ctcb_decode_beam(&in, &o, lseq, llen, lsc) == CTCB_OK, "long flat beam");
+    for (int k = 0; k + 1 < 4; ++k)
+        CHECK(lsc[k] > lsc[k + 1] ||
+                  (lsc[k] == lsc[k + 1] &&
+                   lex_cmp(lseq + k * LT, llen[k], lseq + (k + 1) * LT, llen[k + 1]) < 0),
+              "long order at %d", k);
+}
+
 /* ------------------------------------------------------------ brute force */
 
 static void test_brute_force(void)
@@ -673,6 +728,7 @@ int main(void)
     test_known_align();
     test_known_greedy_beam();
     test_known_posteriors();
+    test_beam_order();
     test_brute_force();
     test_batch_properties();
     test_errors();
