@@ -401,12 +401,16 @@ static inline int cancelled(const dec_job *job)
     return job->opt.cancel && __atomic_load_n(job->opt.cancel, __ATOMIC_RELAXED) != 0;
 }
 
-/* log(exp(a) + exp(b)), exact for -inf. */
+/* log(exp(a) + exp(b)), exact for -inf.  A -inf term returns the other one
+ * as it is (what the formula gives too, b + log(0 + 1)), without the three
+ * libm calls: most beam candidates have one. */
 static inline double log_add(double a, double b)
 {
+    if (a == -INFINITY)
+        return b;
+    if (b == -INFINITY)
+        return a;
     const double m = a > b ? a : b;
-    if (m == -INFINITY)
-        return -INFINITY;
     return m + log(exp(a - m) + exp(b - m));
 }
 
@@ -426,6 +430,7 @@ typedef struct dec_ws {
     unsigned char *stay, *skip; /* S: transitions of each state */
     /* beam search */
     int64_t *node_parent, *node_label, *node_depth, *node_child, *node_sibling, *node_slot;
+    int64_t *node_jump; /* trie: skew-binary jump pointer (see prefix_cmp) */
     int64_t node_cap;
     struct dec_cand *cand;  /* B * C candidates */
     int64_t *top;           /* B: selected candidate indices, best first */
@@ -447,7 +452,7 @@ static void ws_free(dec_ws *ws)
                     (void **)&ws->first, (void **)&ws->dist, (void **)&ws->stay,
                     (void **)&ws->skip, (void **)&ws->node_parent, (void **)&ws->node_label,
                     (void **)&ws->node_depth, (void **)&ws->node_child,
-                    (void **)&ws->node_sibling, (void **)&ws->node_slot, (void **)&ws->cand,
+                    (void **)&ws->node_sibling, (void **)&ws->node_slot, (void **)&ws->node_jump, (void **)&ws->cand,
                     (void **)&ws->top, (void **)&ws->ext_target, (void **)&ws->beam_node,
                     (void **)&ws->beam_pb, (void **)&ws->beam_pnb};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
@@ -514,6 +519,7 @@ static int ws_alloc(dec_ws *ws, const dec_job *job)
         ws->node_child = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
         ws->node_sibling = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
         ws->node_slot = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_jump = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
         ws->cand = (dec_cand *)alloc_array(BC, sizeof(dec_cand), &ok);
         ws->ext_target = (int64_t *)alloc_array(BC, sizeof(int64_t), &ok);
         ws->top = (int64_t *)alloc_array(B, sizeof(int64_t), &ok);
@@ -819,50 +825,85 @@ static int greedy_sample(const dec_job *job, dec_ws *ws, int64_t n)
 
 /* -------------------------------------------------------- beam search */
 
-/* A prefix being compared from its end: the trie node `node`, extended by
- * `extra` when extra >= 0 (a candidate not yet in the trie). */
-typedef struct dec_cursor {
-    int64_t node, extra, length;
-} dec_cursor;
+/* Lexicographic order of prefixes in the trie.  Each node has a jump
+ * pointer (Myers' skew-binary scheme: set in O(1) when the node is made, its
+ * depth a function of the node's depth only), so the ancestor of a node at
+ * a given depth, and the place where two prefixes part, take O(log depth)
+ * steps instead of a walk over the prefix: tied totals are common (once two
+ * prefixes tie, their extensions by the same class tie too), and prefixes
+ * that parted early would otherwise cost their whole length per comparison. */
 
-/* Drop the last label of a cursor's prefix; returns that label. */
-static int64_t cursor_pop(const dec_ws *ws, dec_cursor *c)
+static int64_t ancestor_at(const dec_ws *ws, int64_t u, int64_t depth)
 {
-    int64_t label;
-    if (c->extra >= 0) {
-        label = c->extra;
-        c->extra = -1;
-    } else {
-        label = ws->node_label[c->node];
-        c->node = ws->node_parent[c->node];
-    }
-    --c->length;
-    return label;
+    while (ws->node_depth[u] > depth)
+        u = ws->node_depth[ws->node_jump[u]] >= depth ? ws->node_jump[u] : ws->node_parent[u];
+    return u;
 }
 
-/* Lexicographic order of two prefixes (a prefix before its extensions),
- * walking both up the trie to their common ancestor: the cost is the
- * distance to where they part, not their length. */
-static int prefix_cmp(const dec_ws *ws, dec_cursor a, dec_cursor b)
+/* Two different nodes of the same depth: the order of their label
+ * sequences, decided where they part (below their lowest common ancestor). */
+static int node_order(const dec_ws *ws, int64_t u, int64_t v)
+{
+    while (ws->node_parent[u] != ws->node_parent[v]) {
+        if (ws->node_jump[u] != ws->node_jump[v]) {
+            u = ws->node_jump[u]; /* they part above the jump targets */
+            v = ws->node_jump[v];
+        } else {
+            u = ws->node_parent[u];
+            v = ws->node_parent[v];
+        }
+    }
+    return ws->node_label[u] < ws->node_label[v] ? -1 : 1;
+}
+
+/* A candidate's prefix: the node, extended by `extra` when extra >= 0. */
+typedef struct dec_prefix {
+    int64_t node, extra, length;
+} dec_prefix;
+
+/* The first `length` labels of a prefix (length <= its own). */
+static dec_prefix truncate_prefix(const dec_ws *ws, dec_prefix p, int64_t length)
+{
+    if (p.length > length) {
+        p.extra = -1;
+        p.node = ancestor_at(ws, p.node, length);
+    }
+    p.length = length;
+    return p;
+}
+
+/* Lexicographic order of two different prefixes (a prefix before its
+ * extensions). */
+static int prefix_cmp(const dec_ws *ws, dec_prefix a, dec_prefix b)
 {
     const int by_length = a.length < b.length ? -1 : a.length > b.length;
-    while (a.length > b.length)
-        cursor_pop(ws, &a);
-    while (b.length > a.length)
-        cursor_pop(ws, &b);
-    int order = 0; /* of the first differing position seen so far from the end */
-    while (a.node != b.node || a.extra != b.extra) {
-        const int64_t la = cursor_pop(ws, &a), lb = cursor_pop(ws, &b);
-        if (la != lb)
-            order = la < lb ? -1 : 1; /* the last one set is the first position */
+    const int64_t common = a.length < b.length ? a.length : b.length;
+    a = truncate_prefix(ws, a, common);
+    b = truncate_prefix(ws, b, common);
+    /* now both hold `common` labels: a node of that depth, or a node one
+     * shallower plus an extra label; bring both to the second form */
+    int64_t pa = a.node, ca = a.extra, pb = b.node, cb = b.extra;
+    if (common == 0)
+        return by_length;
+    if (ca < 0) {
+        ca = ws->node_label[pa];
+        pa = ws->node_parent[pa];
     }
-    return order ? order : by_length;
+    if (cb < 0) {
+        cb = ws->node_label[pb];
+        pb = ws->node_parent[pb];
+    }
+    if (pa != pb)
+        return node_order(ws, pa, pb); /* they part before the last label */
+    if (ca != cb)
+        return ca < cb ? -1 : 1;
+    return by_length;
 }
 
-static dec_cursor cand_cursor(const dec_ws *ws, const dec_cand *c)
+static dec_prefix cand_prefix(const dec_ws *ws, const dec_cand *c)
 {
-    dec_cursor cur = {c->node, c->label, ws->node_depth[c->node] + (c->label >= 0)};
-    return cur;
+    dec_prefix p = {c->node, c->label, ws->node_depth[c->node] + (c->label >= 0)};
+    return p;
 }
 
 /* < 0 when candidate a ranks before b: higher total first, then the label
@@ -873,7 +914,7 @@ static int cand_cmp(const dec_ws *ws, const dec_cand *a, const dec_cand *b)
 {
     if (a->total != b->total)
         return a->total > b->total ? -1 : 1;
-    return prefix_cmp(ws, cand_cursor(ws, a), cand_cursor(ws, b));
+    return prefix_cmp(ws, cand_prefix(ws, a), cand_prefix(ws, b));
 }
 
 /* The trie node of `parent` extended by `label`, created if absent: one node
@@ -887,6 +928,12 @@ static int64_t child_node(dec_ws *ws, int64_t *count, int64_t parent, int64_t la
     ws->node_parent[id] = parent;
     ws->node_label[id] = label;
     ws->node_depth[id] = ws->node_depth[parent] + 1;
+    /* jump: two equal jumps from the parent merge into one twice as long */
+    const int64_t j = ws->node_jump[parent], jj = ws->node_jump[j];
+    ws->node_jump[id] = ws->node_depth[parent] - ws->node_depth[j] ==
+                                ws->node_depth[j] - ws->node_depth[jj]
+                            ? jj
+                            : parent;
     ws->node_child[id] = -1;
     ws->node_slot[id] = -1;
     ws->node_sibling[id] = ws->node_child[parent];
@@ -912,6 +959,7 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
     ws->node_child[0] = -1;
     ws->node_sibling[0] = -1;
     ws->node_slot[0] = -1;
+    ws->node_jump[0] = 0;
     ws->beam_node[0] = 0;
     ws->beam_pb[0] = 0.0;
     ws->beam_pnb[0] = NEG;
