@@ -66,14 +66,20 @@ static ctcb_decode_options dopts(int blank, int kind)
 
 /* ------------------------------------------------------------ brute force */
 
-/* Collapse a path: merge runs, drop blanks.  Returns the length. */
-static int collapse(const int *path, int T, int blank, int *out)
+/* Collapse a path: merge runs (unless no_merge: TF v1's lattice, where a
+ * label occupies one frame), drop blanks.  Returns the length. */
+static int collapse_rule(const int *path, int T, int blank, int no_merge, int *out)
 {
     int len = 0;
     for (int t = 0; t < T; ++t)
-        if (path[t] != blank && (t == 0 || path[t] != path[t - 1]))
+        if (path[t] != blank && (no_merge || t == 0 || path[t] != path[t - 1]))
             out[len++] = path[t];
     return len;
+}
+
+static int collapse(const int *path, int T, int blank, int *out)
+{
+    return collapse_rule(path, T, blank, 0, out);
 }
 
 /* Enumerate the C^T paths of log-probs y (T x C): calls visit for each. */
@@ -313,11 +319,12 @@ static void test_brute_force(void)
 {
     uint64_t rng = 12345;
     int path[MAXT], col[MAXT];
-    for (int iter = 0; iter < 60; ++iter) {
+    for (int iter = 0; iter < 80; ++iter) {
         const int T = 1 + (int)(uniform(&rng) * 5);      /* 1..5 */
         const int C = 2 + (int)(uniform(&rng) * 2);      /* 2..3 */
         const int blank = (int)(uniform(&rng) * C);
         const int logits = iter & 1;
+        const int no_merge = (iter & 2) != 0; /* the lattice of align and posteriors */
         double x[MAXT * MAXC], y[MAXT * MAXC];
         for (int i = 0; i < T * C; ++i)
             x[i] = 3.0 * (uniform(&rng) - 0.5);
@@ -334,7 +341,7 @@ static void test_brute_force(void)
         }
         while (L > 0) {
             int need = L;
-            for (int i = 1; i < L; ++i)
+            for (int i = 1; i < L && !no_merge; ++i)
                 need += lab[i] == lab[i - 1];
             if (need <= T)
                 break;
@@ -353,7 +360,7 @@ static void test_brute_force(void)
             double lp = 0.0;
             for (int t = 0; t < T; ++t)
                 lp += y[t * C + path[t]];
-            const int len = collapse(path, T, blank, col);
+            const int len = collapse_rule(path, T, blank, no_merge, col);
             /* a canonical id of the collapsed sequence: the first path seen */
             prefix_of[q] = q;
             prefix_lp[q] = -INFINITY;
@@ -390,6 +397,7 @@ static void test_brute_force(void)
             pre_lp[k] = lse(pre_lp[k], lp);
         }
         ctcb_decode_options o = dopts(blank, logits ? CTCB_INPUT_LOGITS : CTCB_INPUT_LOG_PROBS);
+        o.flags = no_merge ? CTCB_FLAG_NO_MERGE_REPEATED : 0;
         ctcb_decode_input in = input_tnc(T, 1, C, x, NULL, lab, L, NULL);
 
         /* Viterbi */
@@ -404,7 +412,7 @@ static void test_brute_force(void)
             CHECK(as[t] == y[t * C + ap[t]] || fabs(as[t] - y[t * C + ap[t]]) < 1e-15,
                   "frame score iter %d", iter);
         }
-        int alen = collapse(apath, T, blank, col);
+        int alen = collapse_rule(apath, T, blank, no_merge, col);
         int ok = alen == L;
         for (int i = 0; ok && i < L; ++i)
             ok = col[i] == lab[i];
@@ -443,6 +451,13 @@ static void test_brute_force(void)
             ok = col[i] == gs[i];
         CHECK(ok, "greedy iter %d", iter);
         CLOSE(gsc, amsum, 1e-12);
+        o.merge_repeated = 0; /* TF v1: only the blanks go */
+        CHECK(ctcb_decode_greedy(&in, &o, gs, &gl, &gsc) == CTCB_OK, "greedy iter %d", iter);
+        glen = collapse_rule(am, T, blank, 1, col);
+        ok = glen == gl;
+        for (int i = 0; ok && i < glen; ++i)
+            ok = col[i] == gs[i];
+        CHECK(ok, "greedy without merging, iter %d", iter);
 
         /* beam as wide as the number of paths: exact prefix probabilities */
         o.beam_width = P;
