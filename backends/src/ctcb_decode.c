@@ -976,6 +976,7 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
             cand[i].label = -1;
             cand[i].pb = total + y[blank];
             cand[i].pnb = last >= 0 ? ws->beam_pnb[i] + y[last] : NEG;
+            cand[i].total = total; /* the beam's, until the selection below */
             ws->node_slot[node] = i;
             for (int64_t c = 0; c < C; ++c)
                 ws->ext_target[i * C + c] = -1;
@@ -986,12 +987,23 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
             if (parent >= 0 && ws->node_slot[parent] >= 0)
                 ws->ext_target[ws->node_slot[parent] * C + ws->node_label[node]] = j;
         }
+        /* A full beam's continuations are kept or beaten: a new prefix below
+         * the least of their totals (which merges only raise) can never
+         * make the cut, and is not stored. */
+        double bound = NEG;
+        if (nb == B) {
+            bound = INFINITY;
+            for (int64_t i = 0; i < nb; ++i) {
+                const double total = log_add(cand[i].pb, cand[i].pnb);
+                bound = total < bound ? total : bound;
+            }
+        }
         /* 3. extensions by every label: a repeat of the last label only
          * from paths ending in a blank */
         int64_t nc = nb;
         for (int64_t i = 0; i < nb; ++i) {
             const int64_t node = ws->beam_node[i], last = ws->node_label[node];
-            const double total = log_add(ws->beam_pb[i], ws->beam_pnb[i]);
+            const double total = cand[i].total;
             for (int64_t c = 0; c < C; ++c) {
                 if (c == blank)
                     continue;
@@ -999,7 +1011,7 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
                 const int64_t j = ws->ext_target[i * C + c];
                 if (j >= 0) {
                     cand[j].pnb = log_add(cand[j].pnb, v);
-                } else if (v > NEG) {
+                } else if (v > NEG && v >= bound) {
                     cand[nc].node = node;
                     cand[nc].label = c;
                     cand[nc].pb = NEG;
@@ -1016,8 +1028,12 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
             cand[i].total = log_add(cand[i].pb, cand[i].pnb);
             if (!(cand[i].total > NEG))
                 continue; /* probability 0 */
-            if (kept == B && cand_cmp(ws, &cand[i], &cand[ws->top[B - 1]]) >= 0)
-                continue;
+            if (kept == B) { /* below the last kept: out (the totals first, inline) */
+                const double worst = cand[ws->top[B - 1]].total;
+                if (cand[i].total < worst ||
+                    (cand[i].total == worst && cand_cmp(ws, &cand[i], &cand[ws->top[B - 1]]) >= 0))
+                    continue;
+            }
             int64_t lo = 0, hi = kept; /* first position ranking after cand i */
             while (lo < hi) {
                 const int64_t mid = lo + (hi - lo) / 2;
