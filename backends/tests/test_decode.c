@@ -7,11 +7,14 @@
  * label; greedy = argmax; beam search as wide as C^T = the exact prefix
  * probabilities; posteriors = path-weighted occupancies), float32 against
  * float64, thread-count invariance (bit-identical), batch-major strides,
- * cancellation and every error status.
+ * a thread writing to the integer inputs during calls, cancellation and
+ * every error status.
  */
 #include "ctcbridge.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -613,6 +616,92 @@ static void test_batch_properties(void)
     x[(2 * BN + 1) * BC + 3] = 0.0;
 }
 
+/* --------------------------------------------------- concurrent writers */
+
+/* Another thread flips the last sample's label, label length and input
+ * length between valid and absurd values during the calls: each call sees
+ * one read of each, so it fails with a clear status or succeeds, and the
+ * other samples' results never change. */
+enum { WT = 20, WN = 3, WC = 5, WS = 4, WCALLS = 120 };
+
+typedef struct writer_args {
+    int64_t *labels, *in_len, *lab_len;
+    int stop;
+} writer_args;
+
+static void *writer(void *arg)
+{
+    writer_args *w = (writer_args *)arg;
+    const int64_t last = WN * WS - 1;
+    for (unsigned round = 0; !__atomic_load_n(&w->stop, __ATOMIC_RELAXED); ++round) {
+        __atomic_store_n(&w->labels[last], (int64_t)1 << 40, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->lab_len[WN - 1], (int64_t)1 << 40, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->in_len[WN - 1], -((int64_t)1 << 40), __ATOMIC_RELAXED);
+        if (round & 1)
+            sched_yield(); /* so that both states are seen */
+        __atomic_store_n(&w->labels[last], 2, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->lab_len[WN - 1], WS, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->in_len[WN - 1], WT, __ATOMIC_RELAXED);
+        sched_yield(); /* lets Valgrind, which runs one thread at a time, switch */
+    }
+    return NULL;
+}
+
+static void test_concurrent_writer(void)
+{
+    static double x[WT * WN * WC], post[WT * WN * WC], ref_post[WT * WN * WC];
+    int64_t labels[WN * WS], in_len[WN], lab_len[WN];
+    int64_t path[WN * WT], ref_path[WN * WT], seq[WN * WT], len[WN], ref_seq[WN * WT];
+    uint64_t rng = 5;
+    for (int i = 0; i < WT * WN * WC; ++i)
+        x[i] = 4.0 * uniform(&rng) - 2.0;
+    for (int i = 0; i < WN * WS; ++i)
+        labels[i] = 1 + (int64_t)(uniform(&rng) * (WC - 1));
+    labels[WN * WS - 1] = 2;
+    for (int n = 0; n < WN; ++n) {
+        in_len[n] = WT;
+        lab_len[n] = WS;
+    }
+    const int64_t ps[3] = {WN * WC, WC, 1};
+    ctcb_decode_input in = input_tnc(WT, WN, WC, x, in_len, labels, WS, lab_len);
+    ctcb_decode_options o = dopts(0, CTCB_INPUT_LOGITS);
+    o.num_threads = 2;
+    o.beam_width = 4;
+    CHECK(ctcb_forced_align(&in, &o, ref_path, NULL, NULL) == CTCB_OK, "reference");
+    CHECK(ctcb_posteriors(&in, &o, ref_post, ps) == CTCB_OK, "reference");
+    CHECK(ctcb_decode_beam(&in, &o, ref_seq, len, NULL) == CTCB_OK, "reference");
+    writer_args w = {labels, in_len, lab_len, 0};
+    pthread_t id;
+    CHECK(pthread_create(&id, NULL, writer, &w) == 0, "pthread_create");
+    int ok = 0, errors = 0;
+    for (int call = 0; call < WCALLS; ++call) {
+        const int kind = call % 3;
+        const int status = kind == 0   ? ctcb_forced_align(&in, &o, path, NULL, NULL)
+                           : kind == 1 ? ctcb_posteriors(&in, &o, post, ps)
+                                       : ctcb_decode_beam(&in, &o, seq, len, NULL);
+        if (status != CTCB_OK) {
+            CHECK(status == CTCB_ERR_INVALID_LABEL || status == CTCB_ERR_INVALID_LENGTH,
+                  "call %d: status %d", call, status);
+            ++errors;
+            continue;
+        }
+        ++ok;
+        /* the samples nobody writes to are untouched, bit for bit */
+        if (kind == 0)
+            CHECK(!memcmp(path, ref_path, (WN - 1) * WT * sizeof *path), "call %d: path", call);
+        else if (kind == 2)
+            CHECK(!memcmp(seq, ref_seq, (WN - 1) * WT * sizeof *seq), "call %d: beam", call);
+        else
+            for (int t = 0; t < WT; ++t)
+                CHECK(!memcmp(&post[t * WN * WC], &ref_post[t * WN * WC],
+                              (WN - 1) * WC * sizeof *post),
+                      "call %d: posteriors of frame %d", call, t);
+    }
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELAXED);
+    pthread_join(id, NULL);
+    printf("concurrent writer: %d calls succeeded, %d reported the changed sample\n", ok, errors);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 static void test_errors(void)
@@ -747,6 +836,7 @@ int main(void)
     test_brute_force();
     test_batch_properties();
     test_errors();
+    test_concurrent_writer();
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);
     return failures != 0;
