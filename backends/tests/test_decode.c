@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "../src/ctcb_dense.h" /* the ctcb_problem of contiguous buffers */
 
 #define CLOSE(a, b, tol) \
     CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%.17g vs %.17g", (double)(a), (double)(b))
@@ -314,6 +315,57 @@ static void test_beam_order(void)
                   (lsc[k] == lsc[k + 1] &&
                    lex_cmp(lseq + k * LT, llen[k], lseq + (k + 1) * LT, llen[k + 1]) < 0),
               "long order at %d", k);
+}
+
+/* ------------------------------------------------- posteriors vs the loss */
+
+/* With log-probability inputs the loss gradient is exactly -gamma: the two
+ * engines must agree under every lattice flag, with labels equal to the
+ * blank, and on infeasible samples (NaN rows under the +inf policy). */
+static void test_posteriors_match_loss(void)
+{
+    enum { T = 12, N = 5, C = 4, S = 5 };
+    static double x[T * N * C], y[T * N * C], grad[T * N * C], post[T * N * C];
+    double losses[N];
+    /* padded labels, then input lengths, then label lengths (ctcb_dense.h) */
+    int64_t ints[N * S + 2 * N] = {0};
+    int64_t *labels = ints, *in_len = ints + N * S, *lab_len = ints + N * S + N;
+    const int64_t lengths[2 * N] = {12, 9, 4, 12, 7, 5, 3, 4, 0, 5};
+    memcpy(in_len, lengths, sizeof lengths);
+    uint64_t rng = 77;
+    for (int i = 0; i < T * N * C; ++i)
+        x[i] = 3.0 * (uniform(&rng) - 0.5);
+    log_softmax(x, T * N, C, y); /* rows of (T, N, C) */
+    for (int i = 0; i < N * S; ++i)
+        labels[i] = (int64_t)(uniform(&rng) * C); /* blank-valued labels too */
+    labels[1] = labels[0];                        /* a repeat */
+    const unsigned flag_sets[3] = {0, CTCB_FLAG_NO_MERGE_REPEATED, CTCB_FLAG_WARP_BLANK_LABELS};
+    for (int f = 0; f < 3; ++f) {
+        ctcb_problem p;
+        ctcb_dense_problem(&p, CTCB_FLOAT64, 0, T, N, C, S, y, ints, losses, grad);
+        ctcb_options lo;
+        ctcb_options_init(&lo);
+        lo.input_kind = CTCB_INPUT_LOG_PROBS;
+        lo.flags = flag_sets[f];
+        lo.blank = 1;
+        CHECK(ctcb_ctc_loss(&p, &lo) == CTCB_OK, "loss: %s", ctcb_last_error());
+        ctcb_decode_input in = input_tnc(T, N, C, y, in_len, labels, S, lab_len);
+        ctcb_decode_options o = dopts(1, CTCB_INPUT_LOG_PROBS);
+        o.flags = flag_sets[f];
+        const int64_t ps[3] = {N * C, C, 1};
+        CHECK(ctcb_posteriors(&in, &o, post, ps) == CTCB_OK, "posteriors");
+        int nan_rows = 0;
+        for (int i = 0; i < T * N * C; ++i) {
+            if (isnan(grad[i])) {
+                CHECK(isnan(post[i]), "flags %u, element %d: NaN expected", flag_sets[f], i);
+                ++nan_rows;
+            } else {
+                CLOSE(post[i], -grad[i] + 0.0, 1e-12);
+            }
+        }
+        if (f == 0)
+            CHECK(nan_rows > 0, "an infeasible sample expected (sample 2)");
+    }
 }
 
 /* ------------------------------------------------------------ brute force */
@@ -834,6 +886,7 @@ int main(void)
     test_known_posteriors();
     test_beam_order();
     test_brute_force();
+    test_posteriors_match_loss();
     test_batch_properties();
     test_errors();
     test_concurrent_writer();
