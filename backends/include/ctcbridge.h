@@ -212,6 +212,131 @@ struct XLA_FFI_CallFrame;
 struct XLA_FFI_Error;
 CTCB_API struct XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(struct XLA_FFI_CallFrame *frame);
 
+/* ==================================================== alignment and decoding
+ *
+ * Four functions over the same activations as the loss (same layout, dtype,
+ * input kind, blank, lengths, labels and validation), threads over the batch
+ * with the results bit-identical for any thread count:
+ *
+ *   ctcb_forced_align   Viterbi best path through the loss's lattice
+ *   ctcb_posteriors     per-frame posterior occupancy of each class
+ *   ctcb_decode_greedy  best-path (argmax) decoding
+ *   ctcb_decode_beam    CTC prefix beam search without a language model
+ *
+ * Outputs are dense, row-major, batch first: a per-frame output of sample n
+ * is out[n * max_time + t]; a per-path output of beam search is
+ * out[(n * top_paths + k) * max_time + i].  Integer outputs are int64;
+ * floating outputs have the dtype of the activations (computed in double).
+ * Frames t >= input_lengths[n] and unused sequence positions receive
+ * options.pad (int64 outputs) or 0 (floating outputs).
+ *
+ * A sample whose used frames hold a NaN or +inf (or, for logits, a row that
+ * is all -inf) gets NaN scores/posteriors and pad everywhere else (lengths
+ * 0); such a sample is not an error.
+ */
+
+/* Options of the alignment and decoding functions, passed by pointer (NULL
+ * for the defaults).  Set struct_size = sizeof(ctcb_decode_options) or call
+ * ctcb_decode_options_init(). */
+typedef struct ctcb_decode_options {
+    size_t struct_size;
+    int32_t blank;          /* blank index in [0, alphabet); default 0 */
+    int32_t input_kind;     /* ctcb_input_kind; default CTCB_INPUT_LOGITS */
+    int32_t num_threads;    /* 0 = every core this process may use; default 0 */
+    uint32_t flags;         /* CTCB_FLAG_NO_MERGE_REPEATED (lattice of forced_align
+                               and posteriors), CTCB_FLAG_WARP_BLANK_LABELS
+                               (posteriors); CTCB_FLAG_LOG_SPACE is accepted and
+                               changes nothing (everything here is log space) */
+    int32_t merge_repeated; /* greedy: 1 = merge repeated classes before dropping
+                               blanks (default), 0 = keep them (TF v1) */
+    int32_t beam_width;     /* beam search: >= 1; default 100 */
+    int32_t top_paths;      /* beam search: in [1, beam_width]; default 1 */
+    int64_t pad;            /* fill value of integer outputs; default -1 */
+    const int32_t *cancel;  /* as in ctcb_options; default NULL */
+} ctcb_decode_options;
+
+/* The inputs: the fields of ctcb_problem without its outputs.  Labels are
+ * read by forced_align and posteriors only (the decoders ignore them, and
+ * they may then be NULL). */
+typedef struct ctcb_decode_input {
+    size_t struct_size;            /* sizeof(ctcb_decode_input) */
+    int32_t dtype;                 /* ctcb_dtype of activations and floating outputs */
+    int32_t label_format;          /* ctcb_label_format */
+    int64_t max_time;              /* T >= 0 */
+    int64_t batch;                 /* N >= 0 */
+    int64_t alphabet;              /* C >= 1, blank included */
+    const void *activations;       /* activations[t*s0 + n*s1 + c*s2] */
+    int64_t act_strides[3];        /* element strides of t, n, c */
+    const int64_t *input_lengths;  /* N values in [0, T]; NULL = T for all */
+    const int64_t *labels;         /* as in ctcb_problem */
+    int64_t label_stride;          /* padded width S (CTCB_LABELS_PADDED) */
+    int64_t label_count;           /* entries of concatenated labels */
+    const int64_t *label_lengths;  /* N values; NULL = S for all (padded only) */
+} ctcb_decode_input;
+
+/* Fill `options` with the defaults; returns CTCB_OK. */
+CTCB_API int ctcb_decode_options_init(ctcb_decode_options *options);
+
+/* Forced alignment: for each sample the most probable path (Viterbi, max
+ * instead of sum) through the extended-label lattice of the loss
+ * (blank, l1, blank, ..., lL, blank; a label state may be entered from two
+ * states back when l'_s != l'_{s-2}; CTCB_FLAG_NO_MERGE_REPEATED: TF v1's
+ * lattice, label states without self-loop).
+ *   path        (N, T) int64, required: the class of the path at each frame
+ *   path_scores (N, T) dtype, optional: y_t(path[t]), the frame's log-prob
+ *               of that class (their sum is the path's log-probability)
+ *   label_index (N, T) int64, optional: the position i in [0, L) of the
+ *               label the path occupies at frame t, -1 on blank frames (tells
+ *               repeated tokens apart for token spans)
+ * Ties, in this order (torchaudio's rule, see docs/c_api.md): at each cell
+ * the predecessor is the same state, then s-1, then s-2, a later one
+ * winning only when strictly better; at the last frame the final blank
+ * wins only when strictly better than the last label.  Only lattice cells
+ * that lie on some complete path are considered, so the path is always a
+ * valid alignment, even when its probability is 0 (scores -inf).
+ * Errors (before any output is written): a label equal to the blank
+ * (CTCB_ERR_INVALID_LABEL); a sample with fewer frames than its labels need,
+ * L plus one per repeat (L with CTCB_FLAG_NO_MERGE_REPEATED):
+ * CTCB_ERR_INVALID_LENGTH naming the sample. */
+CTCB_API int ctcb_forced_align(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                               int64_t *path, void *path_scores, int64_t *label_index);
+
+/* Posteriors: gamma_t(k), the posterior probability that the lattice is in a
+ * state of class k at frame t (the occupancy of the loss gradient:
+ * grad w.r.t. logits = softmax - gamma).  Written with element strides
+ * post_strides (t, n, c) like the activations, dtype of the activations;
+ * each used row sums to 1; rows t >= input_length are 0; an infeasible
+ * sample (too few frames, or probability 0) gets NaN rows for t < T_b.
+ * Labels equal to the blank follow the loss (CTCB_FLAG_WARP_BLANK_LABELS). */
+CTCB_API int ctcb_posteriors(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                             void *posteriors, const int64_t post_strides[3]);
+
+/* Greedy decoding: per frame the class with the largest activation (ties:
+ * the smallest class index), then, with options.merge_repeated, runs of
+ * equal classes merged, then blanks dropped.
+ *   sequences (N, T) int64, required: the decoded labels, then pad
+ *   lengths   (N) int64, required
+ *   scores    (N) dtype, optional: sum over used frames of the log-prob of
+ *             the chosen class, i.e. the log-probability of the best path
+ *             (<= 0 for logits).  TF returns minus the sum of the raw
+ *             per-frame maxima: pass TF's logits as CTCB_INPUT_LOG_PROBS and
+ *             negate. */
+CTCB_API int ctcb_decode_greedy(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                                int64_t *sequences, int64_t *lengths, void *scores);
+
+/* Prefix beam search: per prefix the log-probabilities of ending in a blank
+ * and in a label, equal prefixes merged, the beam cut to the beam_width
+ * best prefixes after every frame (prefixes of probability 0 dropped).
+ *   sequences (N, K, T) int64, required (K = top_paths)
+ *   lengths   (N, K) int64, required
+ *   scores    (N, K) dtype, optional: log of the prefix probability (sum over
+ *             every path of the beam that collapses to it)
+ * Order: score descending, ties by the label sequences in lexicographic
+ * order (a prefix before its extensions).  Paths k beyond the prefixes the
+ * beam holds get length 0, pad and score -inf. */
+CTCB_API int ctcb_decode_beam(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                              int64_t *sequences, int64_t *lengths, void *scores);
+
 #ifdef __cplusplus
 }
 #endif

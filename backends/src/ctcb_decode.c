@@ -1,0 +1,1271 @@
+/*
+ * ctcb_decode.c - forced alignment (Viterbi), posteriors, greedy decoding and
+ * prefix beam search, over the same inputs and lattice as the loss.
+ *
+ * Everything is computed per sample in double and in log space: these are
+ * not training-loop hot paths, and the log domain makes -inf log-probs,
+ * ties and maxima exact.  The float type only matters when activations are
+ * read (converted exactly to double) and when floating outputs are written.
+ *
+ * Structure: options and validation (mirroring ctcb_engine.c: same statuses,
+ * same messages), one snapshot of the integer inputs (read once with atomic
+ * loads, validated, then the only copy the workers use), a worker pool with
+ * dynamic sharing of samples (each sample is computed by one thread with the
+ * same code, so results do not depend on the thread count), and one
+ * per-sample routine per function.
+ *
+ * MERGE NOTE (for the lead): the detail messages go to decode_error below,
+ * which ctcb_last_error() does not read yet.  When fail() of ctcb_engine.c
+ * becomes a shared internal function, replace the body of dfail() by a call
+ * to it (one line) and delete decode_error.
+ */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include "ctcbridge.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#  include <sched.h>
+#endif
+
+/* How often (frames) the per-sample loops look at the cancel flag. */
+#define DEC_CANCEL_PERIOD 512
+
+/* ---------------------------------------------------------------- errors */
+
+static __thread char decode_error[512];
+
+static int dfail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int dfail(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(decode_error, sizeof decode_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* --------------------------------------------------------------- options */
+
+CTCB_API int ctcb_decode_options_init(ctcb_decode_options *options)
+{
+    if (!options)
+        return dfail(CTCB_ERR_NULL_POINTER, "options is NULL");
+    memset(options, 0, sizeof *options);
+    options->struct_size = sizeof *options;
+    options->blank = 0;
+    options->input_kind = CTCB_INPUT_LOGITS;
+    options->num_threads = 0;
+    options->flags = 0;
+    options->merge_repeated = 1;
+    options->beam_width = 100;
+    options->top_paths = 1;
+    options->pad = -1;
+    options->cancel = NULL;
+    return CTCB_OK;
+}
+
+enum dec_kind { DEC_ALIGN, DEC_POSTERIORS, DEC_GREEDY, DEC_BEAM };
+
+static int read_options(const ctcb_decode_options *given, ctcb_decode_options *out, int kind)
+{
+    ctcb_decode_options_init(out);
+    if (given) {
+        /* older, smaller structs keep the defaults of the fields they lack */
+        const size_t minimum = offsetof(ctcb_decode_options, blank) + sizeof given->blank;
+        if (given->struct_size < minimum || given->struct_size > sizeof *out)
+            return dfail(CTCB_ERR_INVALID_OPTION,
+                         "options.struct_size = %zu is not a known size (expected %zu..%zu)",
+                         given->struct_size, minimum, sizeof *out);
+        memcpy(out, given, given->struct_size);
+        out->struct_size = sizeof *out;
+    }
+    if (out->input_kind != CTCB_INPUT_LOGITS && out->input_kind != CTCB_INPUT_LOG_PROBS)
+        return dfail(CTCB_ERR_INVALID_OPTION, "options.input_kind = %d is not a ctcb_input_kind",
+                     (int)out->input_kind);
+    if (out->flags & ~CTCB_KNOWN_FLAGS_)
+        return dfail(CTCB_ERR_INVALID_OPTION, "options.flags = 0x%x has unknown bits 0x%x",
+                     out->flags, out->flags & ~CTCB_KNOWN_FLAGS_);
+    if (out->num_threads < 0)
+        return dfail(CTCB_ERR_INVALID_OPTION, "options.num_threads = %d is negative",
+                     (int)out->num_threads);
+    if (kind == DEC_GREEDY && out->merge_repeated != 0 && out->merge_repeated != 1)
+        return dfail(CTCB_ERR_INVALID_OPTION, "options.merge_repeated = %d is not 0 or 1",
+                     (int)out->merge_repeated);
+    if (kind == DEC_BEAM) {
+        if (out->beam_width < 1)
+            return dfail(CTCB_ERR_INVALID_OPTION, "options.beam_width = %d must be at least 1",
+                         (int)out->beam_width);
+        if (out->top_paths < 1 || out->top_paths > out->beam_width)
+            return dfail(CTCB_ERR_INVALID_OPTION,
+                         "options.top_paths = %d is outside [1, beam_width = %d]",
+                         (int)out->top_paths, (int)out->beam_width);
+    }
+    return CTCB_OK;
+}
+
+/* ------------------------------------------------------------ validation */
+
+/* The largest |offset| the strides reach over the shape must fit in int64. */
+static int check_strides(const char *name, const int64_t strides[3], int64_t T, int64_t N,
+                         int64_t C)
+{
+    const int64_t extent[3] = {T, N, C};
+    uint64_t reach = 0;
+    for (int d = 0; d < 3; ++d) {
+        if (extent[d] == 0)
+            return CTCB_OK; /* an empty array is never touched */
+        const uint64_t mag =
+            strides[d] < 0 ? (uint64_t)0 - (uint64_t)strides[d] : (uint64_t)strides[d];
+        uint64_t part;
+        if (strides[d] == INT64_MIN ||
+            __builtin_mul_overflow(mag, (uint64_t)(extent[d] - 1), &part) ||
+            __builtin_add_overflow(reach, part, &reach) || reach > (uint64_t)INT64_MAX)
+            return dfail(CTCB_ERR_SIZE_OVERFLOW,
+                         "%s = {%lld, %lld, %lld} with shape (T=%lld, N=%lld, C=%lld) addresses "
+                         "beyond 2^63 elements",
+                         name, (long long)strides[0], (long long)strides[1],
+                         (long long)strides[2], (long long)T, (long long)N, (long long)C);
+    }
+    return CTCB_OK;
+}
+
+/* One read of a caller's integer: the value checked is the value used. */
+static inline int64_t read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+/* One call, validated; read-only for the workers. */
+typedef struct dec_job {
+    int kind;
+    const ctcb_decode_input *in;
+    ctcb_decode_options opt;
+    int64_t *ints;          /* the snapshot: 3N int64 (below), one allocation */
+    int64_t *input_lengths; /* N values in [0, T] */
+    int64_t *label_lengths; /* N (forced_align, posteriors) */
+    int64_t *label_offsets; /* N: first label of each sample in `labels` */
+    int64_t *labels;        /* every sample's labels, concatenated, in [0, C) */
+    int64_t max_input, max_label;
+    /* outputs */
+    int64_t *ints_out;      /* path / sequences */
+    int64_t *ints_out2;     /* label_index / lengths */
+    void *reals_out;        /* path_scores / posteriors / scores */
+    int64_t post_strides[3];
+} dec_job;
+
+static void job_free(dec_job *job)
+{
+    free(job->ints);
+    free(job->labels);
+    job->ints = job->labels = NULL;
+}
+
+/* Sizes, dtype, blank, strides: everything that reads no caller array. */
+static int validate_input(const ctcb_decode_input *in, const dec_job *job)
+{
+    const int64_t T = in->max_time, N = in->batch, C = in->alphabet;
+    const int uses_labels = job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS;
+    if (T < 0)
+        return dfail(CTCB_ERR_INVALID_SIZE, "max_time = %lld is negative", (long long)T);
+    if (N < 0)
+        return dfail(CTCB_ERR_INVALID_SIZE, "batch = %lld is negative", (long long)N);
+    if (C < 1)
+        return dfail(CTCB_ERR_INVALID_SIZE, "alphabet = %lld must be at least 1 (the blank)",
+                     (long long)C);
+    if (job->opt.blank < 0 || job->opt.blank >= C)
+        return dfail(CTCB_ERR_INVALID_BLANK, "blank = %d is outside [0, alphabet = %lld)",
+                     (int)job->opt.blank, (long long)C);
+    if (in->dtype != CTCB_FLOAT32 && in->dtype != CTCB_FLOAT64)
+        return dfail(CTCB_ERR_INVALID_OPTION, "dtype = %d is not a ctcb_dtype", (int)in->dtype);
+    if (uses_labels && in->label_format != CTCB_LABELS_PADDED &&
+        in->label_format != CTCB_LABELS_CONCATENATED)
+        return dfail(CTCB_ERR_INVALID_OPTION, "label_format = %d is not a ctcb_label_format",
+                     (int)in->label_format);
+    uint64_t elements, out_elements;
+    if (__builtin_mul_overflow((uint64_t)T, (uint64_t)N, &elements) ||
+        __builtin_mul_overflow(elements, (uint64_t)C, &elements) || elements > (uint64_t)INT64_MAX)
+        return dfail(CTCB_ERR_SIZE_OVERFLOW, "T * N * C = %lld * %lld * %lld overflows",
+                     (long long)T, (long long)N, (long long)C);
+    /* beam search writes N * K * T sequence entries */
+    if (__builtin_mul_overflow((uint64_t)T, (uint64_t)N, &out_elements) ||
+        (job->kind == DEC_BEAM &&
+         __builtin_mul_overflow(out_elements, (uint64_t)job->opt.top_paths, &out_elements)) ||
+        out_elements > (uint64_t)INT64_MAX)
+        return dfail(CTCB_ERR_SIZE_OVERFLOW, "the outputs of T = %lld, N = %lld overflow",
+                     (long long)T, (long long)N);
+    if (N == 0)
+        return CTCB_OK;
+    if (elements > 0 && !in->activations)
+        return dfail(CTCB_ERR_NULL_POINTER, "activations is NULL");
+    int status = check_strides("act_strides", in->act_strides, T, N, C);
+    if (status)
+        return status;
+    if (job->kind == DEC_POSTERIORS &&
+        (status = check_strides("post_strides", job->post_strides, T, N, C)))
+        return status;
+    if (!uses_labels)
+        return CTCB_OK;
+    if (in->label_format == CTCB_LABELS_PADDED && in->label_stride < 0)
+        return dfail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
+                     (long long)in->label_stride);
+    if (in->label_format == CTCB_LABELS_CONCATENATED && !in->label_lengths)
+        return dfail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
+    if (in->label_format == CTCB_LABELS_CONCATENATED && in->label_count < 0)
+        return dfail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
+                     (long long)in->label_count);
+    return CTCB_OK;
+}
+
+/* Frames the shortest alignment of `lab` needs: L, plus one per label that
+ * must be preceded by a blank (a repeat, unless TF v1's no-merge lattice). */
+static int64_t required_frames(const int64_t *lab, int64_t L, int no_merge)
+{
+    int64_t required = L;
+    if (!no_merge)
+        for (int64_t i = 1; i < L; ++i)
+            required += lab[i] == lab[i - 1];
+    return required;
+}
+
+/* Read every integer input once into job->ints / job->labels, validating
+ * the copies.  Nothing after this reads the caller's integer arrays. */
+static int take_snapshot(dec_job *job)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t T = in->max_time, N = in->batch, C = in->alphabet;
+    if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
+        !(job->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
+        return dfail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
+                     (long long)N);
+    job->input_lengths = job->ints;
+    job->label_lengths = job->ints + N;
+    job->label_offsets = job->ints + 2 * N;
+    job->max_input = 0;
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t len = in->input_lengths ? read_once(&in->input_lengths[n]) : T;
+        if (len < 0 || len > T)
+            return dfail(CTCB_ERR_INVALID_LENGTH,
+                         "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
+                         (long long)n, (long long)len, (long long)T);
+        job->input_lengths[n] = len;
+        if (len > job->max_input)
+            job->max_input = len;
+    }
+    job->max_label = 0;
+    if (job->kind != DEC_ALIGN && job->kind != DEC_POSTERIORS) {
+        memset(job->label_lengths, 0, 2u * (size_t)N * sizeof(int64_t));
+        return CTCB_OK; /* the decoders read no labels */
+    }
+
+    const int padded = in->label_format == CTCB_LABELS_PADDED;
+    uint64_t source = 0, total = 0;
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t len = in->label_lengths ? read_once(&in->label_lengths[n]) : in->label_stride;
+        if (len < 0)
+            return dfail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
+                         (long long)n, (long long)len);
+        if (padded && len > in->label_stride)
+            return dfail(CTCB_ERR_INVALID_LENGTH,
+                         "label_lengths[%lld] = %lld exceeds the padded label width %lld",
+                         (long long)n, (long long)len, (long long)in->label_stride);
+        if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)in->label_stride, &source) ||
+                       source > (uint64_t)INT64_MAX))
+            return dfail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
+                         (long long)n);
+        if (!padded && (len > in->label_count || source > (uint64_t)(in->label_count - len)))
+            return dfail(CTCB_ERR_INVALID_LENGTH,
+                         "label_lengths add up to more than the %lld concatenated labels "
+                         "(at sample %lld, label_lengths[%lld] = %lld)",
+                         (long long)in->label_count, (long long)n, (long long)n, (long long)len);
+        job->label_lengths[n] = len;
+        job->label_offsets[n] = (int64_t)total;
+        if (!padded)
+            source += (uint64_t)len;
+        total += (uint64_t)len;
+        if (len > job->max_label)
+            job->max_label = len;
+    }
+    if (total > 0 && !in->labels)
+        return dfail(CTCB_ERR_NULL_POINTER, "labels is NULL");
+    if (total > SIZE_MAX / sizeof(int64_t) ||
+        !(job->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
+        return dfail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
+                     (unsigned long long)total);
+    const int no_merge = (job->opt.flags & CTCB_FLAG_NO_MERGE_REPEATED) != 0;
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t *src = in->labels + (padded ? (uint64_t)n * (uint64_t)in->label_stride
+                                                  : (uint64_t)job->label_offsets[n]);
+        int64_t *dst = job->labels + job->label_offsets[n];
+        const int64_t L = job->label_lengths[n];
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t v = read_once(&src[i]);
+            if (v < 0 || v >= C)
+                return dfail(CTCB_ERR_INVALID_LABEL,
+                             "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
+                             (long long)i, (long long)n, (long long)v, (long long)C);
+            if (job->kind == DEC_ALIGN && v == job->opt.blank)
+                return dfail(CTCB_ERR_INVALID_LABEL,
+                             "label %lld of sample %lld is %lld, the blank index (forced "
+                             "alignment needs labels other than the blank)",
+                             (long long)i, (long long)n, (long long)v);
+            dst[i] = v;
+        }
+        if (job->kind == DEC_ALIGN) {
+            const int64_t need = required_frames(dst, L, no_merge);
+            if (job->input_lengths[n] < need)
+                return dfail(CTCB_ERR_INVALID_LENGTH,
+                             "sample %lld cannot be aligned: input_lengths[%lld] = %lld frames, "
+                             "but its %lld labels need at least %lld (one more per repeat)",
+                             (long long)n, (long long)n, (long long)job->input_lengths[n],
+                             (long long)L, (long long)need);
+        }
+    }
+    return CTCB_OK;
+}
+
+/* ---------------------------------------------------------- frame access */
+
+/* Row t of sample n, converted exactly to double; 1 if it holds a NaN or
+ * +inf (or, for logits, is all -inf): the sample's results are then NaN. */
+static int read_row(const dec_job *job, int64_t n, int64_t t, double *row)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t C = in->alphabet, sc = in->act_strides[2];
+    const int64_t base = t * in->act_strides[0] + n * in->act_strides[1];
+    int bad = 0;
+    double m = -INFINITY;
+    if (in->dtype == CTCB_FLOAT32) {
+        const float *x = (const float *)in->activations + base;
+        for (int64_t c = 0; c < C; ++c)
+            row[c] = (double)x[c * sc];
+    } else {
+        const double *x = (const double *)in->activations + base;
+        for (int64_t c = 0; c < C; ++c)
+            row[c] = x[c * sc];
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        bad |= isnan(row[c]) || row[c] == INFINITY;
+        m = row[c] > m ? row[c] : m;
+    }
+    return bad || (job->opt.input_kind == CTCB_INPUT_LOGITS && m == -INFINITY);
+}
+
+/* log_softmax of a row in place: (x - m) - lsum with lsum = log sum exp(x - m),
+ * the two parts kept apart so a common offset of the logits costs nothing.
+ * Returns lsum. */
+static double log_softmax_row(double *row, int64_t C)
+{
+    double m = -INFINITY, sum = 0.0;
+    for (int64_t c = 0; c < C; ++c)
+        m = row[c] > m ? row[c] : m;
+    for (int64_t c = 0; c < C; ++c)
+        sum += exp(row[c] - m);
+    const double lsum = log(sum);
+    for (int64_t c = 0; c < C; ++c)
+        row[c] = (row[c] - m) - lsum;
+    return lsum;
+}
+
+/* The per-frame log-probabilities of sample n's Tb frames into lp (Tb x C).
+ * Returns 1 for a NaN sample (see read_row), -1 when cancelled, else 0. */
+static int load_log_probs(const dec_job *job, int64_t n, int64_t Tb, double *lp)
+{
+    const int64_t C = job->in->alphabet;
+    const int logits = job->opt.input_kind == CTCB_INPUT_LOGITS;
+    for (int64_t t = 0; t < Tb; ++t) {
+        if (!(t % DEC_CANCEL_PERIOD) && job->opt.cancel &&
+            __atomic_load_n(job->opt.cancel, __ATOMIC_RELAXED))
+            return -1;
+        if (read_row(job, n, t, lp + t * C))
+            return 1;
+        if (logits)
+            log_softmax_row(lp + t * C, C);
+    }
+    return 0;
+}
+
+static inline void store_real(void *base, int32_t dtype, int64_t index, double v)
+{
+    if (dtype == CTCB_FLOAT32)
+        ((float *)base)[index] = (float)v;
+    else
+        ((double *)base)[index] = v;
+}
+
+static inline int cancelled(const dec_job *job)
+{
+    return job->opt.cancel && __atomic_load_n(job->opt.cancel, __ATOMIC_RELAXED) != 0;
+}
+
+/* log(exp(a) + exp(b)), exact for -inf.  A -inf term returns the other one
+ * as it is (what the formula gives too, b + log(0 + 1)), without the three
+ * libm calls: most beam candidates have one. */
+static inline double log_add(double a, double b)
+{
+    if (a == -INFINITY)
+        return b;
+    if (b == -INFINITY)
+        return a;
+    const double m = a > b ? a : b;
+    return m + log(exp(a - m) + exp(b - m));
+}
+
+/* ---------------------------------------------------------- workspace */
+
+/* Working memory of one worker, sized for the job's longest sample; each
+ * function uses its own subset (NULL otherwise). */
+typedef struct dec_ws {
+    double *lp;        /* T x C: log-probabilities of the sample */
+    double *score;     /* T x S: Viterbi scores / forward log variables */
+    signed char *back; /* T x S: Viterbi back-pointers (0 stay, 1 from s-1, 2 from s-2) */
+    double *beta;      /* 2 x S: backward log variables */
+    double *acc;       /* C: occupancy per class */
+    int64_t *ext;      /* S: extended labels */
+    int64_t *first;    /* S: earliest frame a state can be occupied */
+    int64_t *dist;     /* S: fewest frames from a state to the end */
+    unsigned char *stay, *skip; /* S: transitions of each state */
+    /* beam search */
+    int64_t *node_parent, *node_label, *node_depth, *node_child, *node_sibling, *node_slot;
+    int64_t *node_jump; /* trie: skew-binary jump pointer (see prefix_cmp) */
+    int64_t node_cap;
+    struct dec_cand *cand;  /* B * C candidates */
+    int64_t *top;           /* B: selected candidate indices, best first */
+    int64_t *ext_target;    /* B * C: candidate index of an existing prefix */
+    int64_t *beam_node;     /* B */
+    double *beam_pb, *beam_pnb; /* B */
+} dec_ws;
+
+typedef struct dec_cand {
+    int64_t node;  /* the prefix's trie node; or its parent when label >= 0 */
+    int64_t label; /* -1: the prefix is `node`; else `node` extended by label */
+    double pb, pnb, total;
+} dec_cand;
+
+static void ws_free(dec_ws *ws)
+{
+    void **all[] = {(void **)&ws->lp, (void **)&ws->score, (void **)&ws->back,
+                    (void **)&ws->beta, (void **)&ws->acc, (void **)&ws->ext,
+                    (void **)&ws->first, (void **)&ws->dist, (void **)&ws->stay,
+                    (void **)&ws->skip, (void **)&ws->node_parent, (void **)&ws->node_label,
+                    (void **)&ws->node_depth, (void **)&ws->node_child,
+                    (void **)&ws->node_sibling, (void **)&ws->node_slot, (void **)&ws->node_jump, (void **)&ws->cand,
+                    (void **)&ws->top, (void **)&ws->ext_target, (void **)&ws->beam_node,
+                    (void **)&ws->beam_pb, (void **)&ws->beam_pnb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
+        free(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
+/* malloc(count * size) with the product checked; count 0 allocates 1 element. */
+static void *alloc_array(uint64_t count, size_t size, int *ok)
+{
+    if (count == 0)
+        count = 1;
+    if (count > SIZE_MAX / size) {
+        *ok = 0;
+        return NULL;
+    }
+    void *p = malloc((size_t)count * size);
+    if (!p)
+        *ok = 0;
+    return p;
+}
+
+static int ws_alloc(dec_ws *ws, const dec_job *job)
+{
+    memset(ws, 0, sizeof *ws);
+    const uint64_t T = (uint64_t)job->max_input, C = (uint64_t)job->in->alphabet;
+    const uint64_t S = 2u * (uint64_t)job->max_label + 1u;
+    uint64_t TC, TS;
+    if (__builtin_mul_overflow(T, C, &TC) || __builtin_mul_overflow(T, S, &TS))
+        return CTCB_ERR_SIZE_OVERFLOW;
+    int ok = 1;
+    if (job->kind != DEC_GREEDY)
+        ws->lp = (double *)alloc_array(TC, sizeof(double), &ok);
+    else
+        ws->lp = (double *)alloc_array(C, sizeof(double), &ok); /* one row */
+    if (job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS) {
+        ws->score = (double *)alloc_array(TS, sizeof(double), &ok);
+        ws->ext = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
+        ws->stay = (unsigned char *)alloc_array(S, 1, &ok);
+        ws->skip = (unsigned char *)alloc_array(S, 1, &ok);
+    }
+    if (job->kind == DEC_ALIGN) {
+        ws->back = (signed char *)alloc_array(TS, 1, &ok);
+        ws->first = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
+        ws->dist = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
+    }
+    if (job->kind == DEC_POSTERIORS) {
+        ws->beta = (double *)alloc_array(2u * S, sizeof(double), &ok);
+        ws->acc = (double *)alloc_array(C, sizeof(double), &ok);
+    }
+    if (job->kind == DEC_BEAM) {
+        const uint64_t B = (uint64_t)job->opt.beam_width;
+        uint64_t BC, nodes;
+        if (__builtin_mul_overflow(B, C, &BC) || __builtin_mul_overflow(T, B, &nodes) ||
+            __builtin_add_overflow(nodes, 1u, &nodes) || nodes > (uint64_t)INT64_MAX) {
+            ws_free(ws);
+            return CTCB_ERR_SIZE_OVERFLOW;
+        }
+        ws->node_cap = (int64_t)nodes;
+        ws->node_parent = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_label = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_depth = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_child = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_sibling = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_slot = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->node_jump = (int64_t *)alloc_array(nodes, sizeof(int64_t), &ok);
+        ws->cand = (dec_cand *)alloc_array(BC, sizeof(dec_cand), &ok);
+        ws->ext_target = (int64_t *)alloc_array(BC, sizeof(int64_t), &ok);
+        ws->top = (int64_t *)alloc_array(B, sizeof(int64_t), &ok);
+        ws->beam_node = (int64_t *)alloc_array(B, sizeof(int64_t), &ok);
+        ws->beam_pb = (double *)alloc_array(B, sizeof(double), &ok);
+        ws->beam_pnb = (double *)alloc_array(B, sizeof(double), &ok);
+    }
+    if (!ok) {
+        ws_free(ws);
+        return CTCB_ERR_OUT_OF_MEMORY;
+    }
+    return CTCB_OK;
+}
+
+/* ------------------------------------------------------------- lattice */
+
+/* The extended label sequence of sample n and its transitions, as in the
+ * loss: label states stay unless no-merge; a label state may be entered from
+ * s - 2 when l'_s != l'_{s-2} (always with no-merge), never when it equals
+ * the blank under CTCB_FLAG_WARP_BLANK_LABELS.  Returns S. */
+static int64_t build_lattice(const dec_job *job, dec_ws *ws, int64_t n)
+{
+    const int64_t L = job->label_lengths[n];
+    const int64_t *lab = job->labels + job->label_offsets[n];
+    const int64_t S = 2 * L + 1, blank = job->opt.blank;
+    const int no_merge = (job->opt.flags & CTCB_FLAG_NO_MERGE_REPEATED) != 0;
+    const int warp = (job->opt.flags & CTCB_FLAG_WARP_BLANK_LABELS) != 0;
+    for (int64_t s = 0; s < S; ++s) {
+        const int is_label = s & 1;
+        ws->ext[s] = is_label ? lab[s / 2] : blank;
+        ws->stay[s] = !(is_label && no_merge);
+        int sk = 0;
+        if (is_label && s >= 3) {
+            sk = no_merge || ws->ext[s] != ws->ext[s - 2];
+            if (warp && ws->ext[s] == blank)
+                sk = 0;
+        }
+        ws->skip[s] = (unsigned char)sk;
+    }
+    return S;
+}
+
+/* --------------------------------------------------- forced alignment */
+
+static void align_fill_pad(const dec_job *job, int64_t n, int64_t t0, double score)
+{
+    const int64_t T = job->in->max_time;
+    for (int64_t t = t0; t < T; ++t) {
+        job->ints_out[n * T + t] = job->opt.pad;
+        if (job->ints_out2)
+            job->ints_out2[n * T + t] = job->opt.pad;
+        if (job->reals_out)
+            store_real(job->reals_out, job->in->dtype, n * T + t, score);
+    }
+}
+
+/* Viterbi over the lattice, restricted to the cells (t, s) that lie on a
+ * complete path: first[s] <= t <= Tb - 1 - dist[s].  Inside that window
+ * every cell has a predecessor in the window, so the back-pointers always
+ * trace a valid alignment, even through cells of probability 0. */
+static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
+{
+    const int64_t T = job->in->max_time, C = job->in->alphabet;
+    const int64_t Tb = job->input_lengths[n];
+    int status = load_log_probs(job, n, Tb, ws->lp);
+    if (status < 0)
+        return -1;
+    if (status > 0 || Tb == 0) {
+        /* NaN sample: pad, NaN scores on the used frames */
+        align_fill_pad(job, n, 0, 0.0);
+        if (job->reals_out)
+            for (int64_t t = 0; t < Tb; ++t)
+                store_real(job->reals_out, job->in->dtype, n * T + t, NAN);
+        return 0;
+    }
+    const int64_t S = build_lattice(job, ws, n);
+    const int64_t *ext = ws->ext;
+    int64_t *first = ws->first, *dist = ws->dist;
+    for (int64_t s = 0; s < S; ++s) {
+        if (s < 2)
+            first[s] = 0;
+        else {
+            first[s] = first[s - 1] + 1;
+            if (ws->skip[s] && first[s - 2] + 1 < first[s])
+                first[s] = first[s - 2] + 1;
+        }
+    }
+    for (int64_t s = S - 1; s >= 0; --s) {
+        if (s >= S - 2)
+            dist[s] = 0;
+        else {
+            dist[s] = dist[s + 1] + 1;
+            if (ws->skip[s + 2] && dist[s + 2] + 1 < dist[s])
+                dist[s] = dist[s + 2] + 1;
+        }
+    }
+#define VALID(t, s) ((s) >= 0 && first[s] <= (t) && (t) <= Tb - 1 - dist[s])
+    double *v = ws->score;
+    signed char *back = ws->back;
+    for (int64_t s = 0; s < S; ++s)
+        v[s] = VALID(0, s) ? ws->lp[ext[s]] : -INFINITY;
+    for (int64_t t = 1; t < Tb; ++t) {
+        if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
+            return -1;
+        const double *vp = v + (t - 1) * S;
+        const double *y = ws->lp + t * C;
+        double *vt = v + t * S;
+        signed char *bt = back + t * S;
+        for (int64_t s = 0; s < S; ++s) {
+            vt[s] = -INFINITY;
+            bt[s] = -1;
+            if (!VALID(t, s))
+                continue;
+            /* stay, then s-1, then s-2; a later one only when strictly better */
+            int found = 0;
+            double best = -INFINITY;
+            signed char from = 0;
+            if (ws->stay[s] && VALID(t - 1, s)) {
+                best = vp[s];
+                from = 0;
+                found = 1;
+            }
+            if (s >= 1 && VALID(t - 1, s - 1) && (!found || vp[s - 1] > best)) {
+                best = vp[s - 1];
+                from = 1;
+                found = 1;
+            }
+            if (s >= 2 && ws->skip[s] && VALID(t - 1, s - 2) && (!found || vp[s - 2] > best)) {
+                best = vp[s - 2];
+                from = 2;
+                found = 1;
+            }
+            /* found always holds inside the window (see above) */
+            vt[s] = best + y[ext[s]];
+            bt[s] = from;
+        }
+    }
+    /* the last frame: the final blank only when strictly better than the last label */
+    const double *vl = v + (Tb - 1) * S;
+    int64_t s = S - 1;
+    if (S > 1 && VALID(Tb - 1, S - 2) && !(VALID(Tb - 1, S - 1) && vl[S - 1] > vl[S - 2]))
+        s = S - 2;
+#undef VALID
+    for (int64_t t = Tb - 1; t >= 0; --t) {
+        const int64_t k = ext[s];
+        job->ints_out[n * T + t] = k;
+        if (job->ints_out2)
+            job->ints_out2[n * T + t] = (s & 1) ? s / 2 : -1;
+        if (job->reals_out)
+            store_real(job->reals_out, job->in->dtype, n * T + t, ws->lp[t * C + k]);
+        if (t > 0)
+            s -= back[t * S + s];
+    }
+    align_fill_pad(job, n, Tb, 0.0);
+    return 0;
+}
+
+/* --------------------------------------------------------- posteriors */
+
+static double lse3(double x, double y, double z)
+{
+    double m = x > y ? x : y;
+    m = m > z ? m : z;
+    if (m == -INFINITY)
+        return -INFINITY;
+    return m + log(exp(x - m) + exp(y - m) + exp(z - m));
+}
+
+static void post_fill(const dec_job *job, int64_t n, int64_t t0, int64_t t1, double value)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t *ps = job->post_strides;
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t c = 0; c < in->alphabet; ++c)
+            store_real(job->reals_out, in->dtype, t * ps[0] + n * ps[1] + c * ps[2], value);
+}
+
+/* Log-space forward-backward; the occupancies of each frame are normalised
+ * by their own sum (as the loss's log-space path does), so every used row
+ * is a distribution even where alpha + beta - log P would cancel badly. */
+static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t C = in->alphabet, Tb = job->input_lengths[n];
+    const int64_t *ps = job->post_strides;
+    int status = load_log_probs(job, n, Tb, ws->lp);
+    if (status < 0)
+        return -1;
+    post_fill(job, n, Tb, in->max_time, 0.0);
+    if (status > 0) {
+        post_fill(job, n, 0, Tb, NAN);
+        return 0;
+    }
+    if (Tb == 0)
+        return 0;
+    const int64_t S = build_lattice(job, ws, n);
+    const int64_t L = job->label_lengths[n];
+    /* frames the shortest alignment needs: as in the loss, one per label
+     * plus one per label state that cannot be entered by a skip (a repeat,
+     * or a blank-valued label under the warp rule) */
+    int64_t required = L;
+    for (int64_t s = 3; s < S; s += 2)
+        required += !ws->skip[s];
+    if (Tb < required) {
+        post_fill(job, n, 0, Tb, NAN);
+        return 0;
+    }
+    const int64_t *ext = ws->ext;
+    const double NEG = -INFINITY;
+    double *la = ws->score; /* Tb x S */
+    for (int64_t s = 0; s < S; ++s)
+        la[s] = s < 2 ? ws->lp[ext[s]] : NEG;
+    for (int64_t t = 1; t < Tb; ++t) {
+        if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
+            return -1;
+        const double *lp = la + (t - 1) * S, *y = ws->lp + t * C;
+        double *cur = la + t * S;
+        for (int64_t s = 0; s < S; ++s)
+            cur[s] = lse3(ws->stay[s] ? lp[s] : NEG, s >= 1 ? lp[s - 1] : NEG,
+                          ws->skip[s] ? lp[s - 2] : NEG) +
+                     y[ext[s]];
+    }
+    const double *last = la + (Tb - 1) * S;
+    const double log_p = log_add(last[S - 1], S > 1 ? last[S - 2] : NEG);
+    if (!(log_p > NEG)) {
+        post_fill(job, n, 0, Tb, NAN); /* probability 0: infeasible */
+        return 0;
+    }
+    double *b = ws->beta, *bn = ws->beta + S;
+    for (int64_t s = 0; s < S; ++s)
+        b[s] = s >= S - 2 ? 0.0 : NEG;
+    double *acc = ws->acc;
+    for (int64_t t = Tb - 1; t >= 0; --t) {
+        if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
+            return -1;
+        const double *a = la + t * S;
+        double top = NEG;
+        for (int64_t s = 0; s < S; ++s)
+            top = a[s] + b[s] > top ? a[s] + b[s] : top;
+        for (int64_t c = 0; c < C; ++c)
+            acc[c] = 0.0;
+        double mass = 0.0;
+        for (int64_t s = 0; s < S; ++s) {
+            const double w = exp((a[s] + b[s]) - top);
+            acc[ext[s]] += w;
+            mass += w;
+        }
+        for (int64_t c = 0; c < C; ++c)
+            store_real(job->reals_out, in->dtype, t * ps[0] + n * ps[1] + c * ps[2],
+                       acc[c] / mass);
+        if (t == 0)
+            break;
+        /* beta_{t-1}(s) = log sum over successors s' of y_t(l'_s') + beta_t(s') */
+        const double *y = ws->lp + t * C;
+        for (int64_t s = 0; s < S; ++s)
+            bn[s] = lse3(ws->stay[s] ? y[ext[s]] + b[s] : NEG,
+                         s + 1 < S ? y[ext[s + 1]] + b[s + 1] : NEG,
+                         s + 2 < S && ws->skip[s + 2] ? y[ext[s + 2]] + b[s + 2] : NEG);
+        double *tmp = b;
+        b = bn;
+        bn = tmp;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- greedy */
+
+static int greedy_sample(const dec_job *job, dec_ws *ws, int64_t n)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t T = in->max_time, C = in->alphabet, Tb = job->input_lengths[n];
+    const int logits = job->opt.input_kind == CTCB_INPUT_LOGITS;
+    int64_t *seq = job->ints_out + n * T;
+    int64_t len = 0, prev = -1;
+    double score = 0.0;
+    for (int64_t t = 0; t < Tb; ++t) {
+        if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
+            return -1;
+        double *row = ws->lp;
+        if (read_row(job, n, t, row)) {
+            len = 0;
+            score = NAN;
+            break;
+        }
+        /* argmax of the activations themselves (exact; ties: smallest index) */
+        int64_t k = 0;
+        for (int64_t c = 1; c < C; ++c)
+            if (row[c] > row[k])
+                k = c;
+        /* log-prob of the argmax: (x_k - max) - lsum = -lsum for logits */
+        score += logits ? -log_softmax_row(row, C) : row[k];
+        if (k != job->opt.blank && !(job->opt.merge_repeated && k == prev))
+            seq[len++] = k;
+        prev = k;
+    }
+    for (int64_t i = len; i < T; ++i)
+        seq[i] = job->opt.pad;
+    job->ints_out2[n] = len;
+    if (job->reals_out)
+        store_real(job->reals_out, in->dtype, n, score);
+    return 0;
+}
+
+/* -------------------------------------------------------- beam search */
+
+/* Lexicographic order of prefixes in the trie.  Each node has a jump
+ * pointer (Myers' skew-binary scheme: set in O(1) when the node is made, its
+ * depth a function of the node's depth only), so the ancestor of a node at
+ * a given depth, and the place where two prefixes part, take O(log depth)
+ * steps instead of a walk over the prefix: tied totals are common (once two
+ * prefixes tie, their extensions by the same class tie too), and prefixes
+ * that parted early would otherwise cost their whole length per comparison. */
+
+static int64_t ancestor_at(const dec_ws *ws, int64_t u, int64_t depth)
+{
+    while (ws->node_depth[u] > depth)
+        u = ws->node_depth[ws->node_jump[u]] >= depth ? ws->node_jump[u] : ws->node_parent[u];
+    return u;
+}
+
+/* Two different nodes of the same depth: the order of their label
+ * sequences, decided where they part (below their lowest common ancestor). */
+static int node_order(const dec_ws *ws, int64_t u, int64_t v)
+{
+    while (ws->node_parent[u] != ws->node_parent[v]) {
+        if (ws->node_jump[u] != ws->node_jump[v]) {
+            u = ws->node_jump[u]; /* they part above the jump targets */
+            v = ws->node_jump[v];
+        } else {
+            u = ws->node_parent[u];
+            v = ws->node_parent[v];
+        }
+    }
+    return ws->node_label[u] < ws->node_label[v] ? -1 : 1;
+}
+
+/* A candidate's prefix: the node, extended by `extra` when extra >= 0. */
+typedef struct dec_prefix {
+    int64_t node, extra, length;
+} dec_prefix;
+
+/* The first `length` labels of a prefix (length <= its own). */
+static dec_prefix truncate_prefix(const dec_ws *ws, dec_prefix p, int64_t length)
+{
+    if (p.length > length) {
+        p.extra = -1;
+        p.node = ancestor_at(ws, p.node, length);
+    }
+    p.length = length;
+    return p;
+}
+
+/* Lexicographic order of two different prefixes (a prefix before its
+ * extensions). */
+static int prefix_cmp(const dec_ws *ws, dec_prefix a, dec_prefix b)
+{
+    const int by_length = a.length < b.length ? -1 : a.length > b.length;
+    const int64_t common = a.length < b.length ? a.length : b.length;
+    a = truncate_prefix(ws, a, common);
+    b = truncate_prefix(ws, b, common);
+    /* now both hold `common` labels: a node of that depth, or a node one
+     * shallower plus an extra label; bring both to the second form */
+    int64_t pa = a.node, ca = a.extra, pb = b.node, cb = b.extra;
+    if (common == 0)
+        return by_length;
+    if (ca < 0) {
+        ca = ws->node_label[pa];
+        pa = ws->node_parent[pa];
+    }
+    if (cb < 0) {
+        cb = ws->node_label[pb];
+        pb = ws->node_parent[pb];
+    }
+    if (pa != pb)
+        return node_order(ws, pa, pb); /* they part before the last label */
+    if (ca != cb)
+        return ca < cb ? -1 : 1;
+    return by_length;
+}
+
+static dec_prefix cand_prefix(const dec_ws *ws, const dec_cand *c)
+{
+    dec_prefix p = {c->node, c->label, ws->node_depth[c->node] + (c->label >= 0)};
+    return p;
+}
+
+/* < 0 when candidate a ranks before b: higher total first, then the label
+ * sequences in lexicographic order (a prefix before its extensions).  Two
+ * candidates never hold the same prefix, so this is a total order and the
+ * beam does not depend on the order candidates were generated in. */
+static int cand_cmp(const dec_ws *ws, const dec_cand *a, const dec_cand *b)
+{
+    if (a->total != b->total)
+        return a->total > b->total ? -1 : 1;
+    return prefix_cmp(ws, cand_prefix(ws, a), cand_prefix(ws, b));
+}
+
+/* The trie node of `parent` extended by `label`, created if absent: one node
+ * per distinct prefix, so node identity is prefix identity. */
+static int64_t child_node(dec_ws *ws, int64_t *count, int64_t parent, int64_t label)
+{
+    for (int64_t c = ws->node_child[parent]; c >= 0; c = ws->node_sibling[c])
+        if (ws->node_label[c] == label)
+            return c;
+    const int64_t id = (*count)++; /* at most 1 + Tb * B nodes: within node_cap */
+    ws->node_parent[id] = parent;
+    ws->node_label[id] = label;
+    ws->node_depth[id] = ws->node_depth[parent] + 1;
+    /* jump: two equal jumps from the parent merge into one twice as long */
+    const int64_t j = ws->node_jump[parent], jj = ws->node_jump[j];
+    ws->node_jump[id] = ws->node_depth[parent] - ws->node_depth[j] ==
+                                ws->node_depth[j] - ws->node_depth[jj]
+                            ? jj
+                            : parent;
+    ws->node_child[id] = -1;
+    ws->node_slot[id] = -1;
+    ws->node_sibling[id] = ws->node_child[parent];
+    ws->node_child[parent] = id;
+    return id;
+}
+
+static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
+{
+    const ctcb_decode_input *in = job->in;
+    const int64_t T = in->max_time, C = in->alphabet, Tb = job->input_lengths[n];
+    const int64_t B = job->opt.beam_width, K = job->opt.top_paths, blank = job->opt.blank;
+    const double NEG = -INFINITY;
+    int status = load_log_probs(job, n, Tb, ws->lp);
+    if (status < 0)
+        return -1;
+
+    /* the root: the empty prefix, probability 1, ending in a blank */
+    int64_t nodes = 1, nb = 1;
+    ws->node_parent[0] = -1;
+    ws->node_label[0] = -1;
+    ws->node_depth[0] = 0;
+    ws->node_child[0] = -1;
+    ws->node_sibling[0] = -1;
+    ws->node_slot[0] = -1;
+    ws->node_jump[0] = 0;
+    ws->beam_node[0] = 0;
+    ws->beam_pb[0] = 0.0;
+    ws->beam_pnb[0] = NEG;
+    dec_cand *cand = ws->cand;
+    for (int64_t t = 0; t < Tb && status == 0; ++t) {
+        if (cancelled(job)) /* every frame: a frame costs beam_width x C cells */
+            return -1;
+        const double *y = ws->lp + t * C;
+        /* 1. every prefix of the beam continues: a blank, or its last label again */
+        for (int64_t i = 0; i < nb; ++i) {
+            const int64_t node = ws->beam_node[i], last = ws->node_label[node];
+            const double total = log_add(ws->beam_pb[i], ws->beam_pnb[i]);
+            cand[i].node = node;
+            cand[i].label = -1;
+            cand[i].pb = total + y[blank];
+            cand[i].pnb = last >= 0 ? ws->beam_pnb[i] + y[last] : NEG;
+            cand[i].total = total; /* the beam's, until the selection below */
+            ws->node_slot[node] = i;
+            for (int64_t c = 0; c < C; ++c)
+                ws->ext_target[i * C + c] = -1;
+        }
+        /* 2. a beam prefix whose parent is in the beam is that parent's extension */
+        for (int64_t j = 0; j < nb; ++j) {
+            const int64_t node = ws->beam_node[j], parent = ws->node_parent[node];
+            if (parent >= 0 && ws->node_slot[parent] >= 0)
+                ws->ext_target[ws->node_slot[parent] * C + ws->node_label[node]] = j;
+        }
+        /* A full beam's continuations are kept or beaten: a new prefix below
+         * the least of their totals (which merges only raise) can never
+         * make the cut, and is not stored. */
+        double bound = NEG;
+        if (nb == B) {
+            bound = INFINITY;
+            for (int64_t i = 0; i < nb; ++i) {
+                const double total = log_add(cand[i].pb, cand[i].pnb);
+                bound = total < bound ? total : bound;
+            }
+        }
+        /* 3. extensions by every label: a repeat of the last label only
+         * from paths ending in a blank */
+        int64_t nc = nb;
+        for (int64_t i = 0; i < nb; ++i) {
+            const int64_t node = ws->beam_node[i], last = ws->node_label[node];
+            const double total = cand[i].total;
+            for (int64_t c = 0; c < C; ++c) {
+                if (c == blank)
+                    continue;
+                const double v = (c == last ? ws->beam_pb[i] : total) + y[c];
+                const int64_t j = ws->ext_target[i * C + c];
+                if (j >= 0) {
+                    cand[j].pnb = log_add(cand[j].pnb, v);
+                } else if (v > NEG && v >= bound) {
+                    cand[nc].node = node;
+                    cand[nc].label = c;
+                    cand[nc].pb = NEG;
+                    cand[nc].pnb = v;
+                    ++nc;
+                }
+            }
+        }
+        for (int64_t i = 0; i < nb; ++i)
+            ws->node_slot[ws->beam_node[i]] = -1;
+        /* 4. the B best candidates, by insertion into a sorted list */
+        int64_t kept = 0;
+        for (int64_t i = 0; i < nc; ++i) {
+            cand[i].total = log_add(cand[i].pb, cand[i].pnb);
+            if (!(cand[i].total > NEG))
+                continue; /* probability 0 */
+            if (kept == B) { /* below the last kept: out (the totals first, inline) */
+                const double worst = cand[ws->top[B - 1]].total;
+                if (cand[i].total < worst ||
+                    (cand[i].total == worst && cand_cmp(ws, &cand[i], &cand[ws->top[B - 1]]) >= 0))
+                    continue;
+            }
+            int64_t lo = 0, hi = kept; /* first position ranking after cand i */
+            while (lo < hi) {
+                const int64_t mid = lo + (hi - lo) / 2;
+                if (cand_cmp(ws, &cand[ws->top[mid]], &cand[i]) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (kept < B)
+                ++kept;
+            memmove(ws->top + lo + 1, ws->top + lo, (size_t)(kept - 1 - lo) * sizeof(int64_t));
+            ws->top[lo] = i;
+        }
+        /* 5. the new beam */
+        for (int64_t k = 0; k < kept; ++k) {
+            const dec_cand *c = &cand[ws->top[k]];
+            ws->beam_node[k] = c->label < 0 ? c->node : child_node(ws, &nodes, c->node, c->label);
+            ws->beam_pb[k] = c->pb;
+            ws->beam_pnb[k] = c->pnb;
+        }
+        nb = kept;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+        int64_t *seq = job->ints_out + (n * K + k) * T;
+        int64_t len = 0;
+        double score = NEG;
+        if (status > 0) {
+            score = NAN;
+        } else if (k < nb) {
+            int64_t node = ws->beam_node[k];
+            len = ws->node_depth[node];
+            for (int64_t i = len - 1; i >= 0; --i, node = ws->node_parent[node])
+                seq[i] = ws->node_label[node];
+            score = log_add(ws->beam_pb[k], ws->beam_pnb[k]);
+        }
+        for (int64_t i = len; i < T; ++i)
+            seq[i] = job->opt.pad;
+        job->ints_out2[n * K + k] = len;
+        if (job->reals_out)
+            store_real(job->reals_out, in->dtype, n * K + k, score);
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- workers */
+
+typedef struct dec_pool {
+    const dec_job *job;
+    int64_t next;   /* next sample to take (atomic) */
+    int status;     /* first workspace failure (atomic) */
+} dec_pool;
+
+static void *worker(void *arg)
+{
+    dec_pool *pool = (dec_pool *)arg;
+    const dec_job *job = pool->job;
+    dec_ws ws;
+    int status = ws_alloc(&ws, job);
+    if (status != CTCB_OK) {
+        int expected = CTCB_OK;
+        __atomic_compare_exchange_n(&pool->status, &expected, status, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST);
+        return NULL;
+    }
+    int (*sample)(const dec_job *, dec_ws *, int64_t) =
+        job->kind == DEC_ALIGN        ? align_sample
+        : job->kind == DEC_POSTERIORS ? posteriors_sample
+        : job->kind == DEC_GREEDY     ? greedy_sample
+                                      : beam_sample;
+    for (;;) {
+        /* dynamic sharing: each sample is computed by exactly one thread with
+         * the same code, so results do not depend on the thread count */
+        const int64_t n = __atomic_fetch_add(&pool->next, 1, __ATOMIC_RELAXED);
+        if (n >= job->in->batch || cancelled(job))
+            break;
+        if (sample(job, &ws, n) < 0)
+            break;
+    }
+    ws_free(&ws);
+    return NULL;
+}
+
+static int64_t available_cores(void)
+{
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int count = CPU_COUNT(&set);
+        if (count > 0)
+            return count;
+    }
+#endif
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int64_t)online : 1;
+}
+
+/* Validate, snapshot, run the pool.  The output pointers are in `job`. */
+static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_options *options,
+               int outputs_status)
+{
+    int status = outputs_status;
+    if (status)
+        return status;
+    const int64_t N = input->batch;
+    if (N == 0)
+        return CTCB_OK;
+    if ((status = take_snapshot(job))) {
+        job_free(job);
+        return status;
+    }
+    (void)options;
+    int64_t threads = job->opt.num_threads > 0 ? job->opt.num_threads : available_cores();
+    if (threads > N)
+        threads = N;
+    dec_pool pool = {job, 0, CTCB_OK};
+    pthread_t *ids = NULL;
+    int64_t started = 0;
+    if (threads > 1 && (ids = (pthread_t *)malloc((size_t)(threads - 1) * sizeof *ids))) {
+        for (; started < threads - 1; ++started)
+            if (pthread_create(&ids[started], NULL, worker, &pool) != 0)
+                break; /* the threads already running, and this one, do the rest */
+    }
+    worker(&pool);
+    for (int64_t i = 0; i < started; ++i)
+        pthread_join(ids[i], NULL);
+    free(ids);
+    const int64_t max_input = job->max_input, max_label = job->max_label;
+    job_free(job);
+    if (cancelled(job))
+        return dfail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
+    if (pool.status == CTCB_ERR_OUT_OF_MEMORY)
+        return dfail(CTCB_ERR_OUT_OF_MEMORY,
+                     "could not allocate the workspace of a thread (%lld threads; max_time %lld, "
+                     "longest label %lld, alphabet %lld)",
+                     (long long)threads, (long long)max_input, (long long)max_label,
+                     (long long)input->alphabet);
+    if (pool.status != CTCB_OK)
+        return dfail(pool.status, "workspace size overflow (max_time %lld, alphabet %lld)",
+                     (long long)max_input, (long long)input->alphabet);
+    return CTCB_OK;
+}
+
+/* Options, input struct, shape: the part every function shares. */
+static int begin(dec_job *job, int kind, const ctcb_decode_input *input,
+                 const ctcb_decode_options *options)
+{
+    decode_error[0] = '\0';
+    memset(job, 0, sizeof *job);
+    job->kind = kind;
+    job->in = input;
+    if (!input)
+        return dfail(CTCB_ERR_NULL_POINTER, "input is NULL");
+    if (input->struct_size != sizeof *input)
+        return dfail(CTCB_ERR_INVALID_OPTION, "input.struct_size = %zu, expected %zu",
+                     input->struct_size, sizeof *input);
+    int status = read_options(options, &job->opt, kind);
+    if (status)
+        return status;
+    return CTCB_OK;
+}
+
+/* A required output of `count` elements must not be NULL (unless empty). */
+static int need(const void *p, uint64_t count, const char *name)
+{
+    if (count > 0 && !p)
+        return dfail(CTCB_ERR_NULL_POINTER, "%s is NULL", name);
+    return CTCB_OK;
+}
+
+CTCB_API int ctcb_forced_align(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                               int64_t *path, void *path_scores, int64_t *label_index)
+{
+    dec_job job;
+    int status = begin(&job, DEC_ALIGN, input, options);
+    if (!status)
+        status = validate_input(input, &job);
+    if (!status)
+        status = need(path, (uint64_t)input->max_time * (uint64_t)input->batch, "path");
+    job.ints_out = path;
+    job.ints_out2 = label_index;
+    job.reals_out = path_scores;
+    return run(&job, input, options, status);
+}
+
+CTCB_API int ctcb_posteriors(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                             void *posteriors, const int64_t post_strides[3])
+{
+    dec_job job;
+    int status = begin(&job, DEC_POSTERIORS, input, options);
+    const uint64_t count = input ? (uint64_t)input->max_time * (uint64_t)input->batch : 0;
+    if (!status && input->batch > 0 && !post_strides)
+        status = dfail(CTCB_ERR_NULL_POINTER, "post_strides is NULL");
+    if (!status && input->batch > 0)
+        memcpy(job.post_strides, post_strides, sizeof job.post_strides);
+    if (!status)
+        status = validate_input(input, &job);
+    if (!status && input->alphabet > 0)
+        status = need(posteriors, count, "posteriors");
+    job.reals_out = posteriors;
+    return run(&job, input, options, status);
+}
+
+/* Greedy and beam search write the same outputs: `width` T-wide sequences
+ * and lengths per sample (top_paths for beam search, 1 for greedy). */
+static int decode_call(int kind, const ctcb_decode_input *input,
+                       const ctcb_decode_options *options, int64_t *sequences, int64_t *lengths,
+                       void *scores)
+{
+    dec_job job;
+    int status = begin(&job, kind, input, options);
+    if (!status)
+        status = validate_input(input, &job);
+    const uint64_t width = kind == DEC_BEAM ? (uint64_t)job.opt.top_paths : 1u;
+    if (!status)
+        status = need(sequences, (uint64_t)input->max_time * (uint64_t)input->batch * width,
+                      "sequences");
+    if (!status)
+        status = need(lengths, (uint64_t)input->batch, "lengths");
+    job.ints_out = sequences;
+    job.ints_out2 = lengths;
+    job.reals_out = scores;
+    return run(&job, input, options, status);
+}
+
+CTCB_API int ctcb_decode_greedy(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                                int64_t *sequences, int64_t *lengths, void *scores)
+{
+    return decode_call(DEC_GREEDY, input, options, sequences, lengths, scores);
+}
+
+CTCB_API int ctcb_decode_beam(const ctcb_decode_input *input, const ctcb_decode_options *options,
+                              int64_t *sequences, int64_t *lengths, void *scores)
+{
+    return decode_call(DEC_BEAM, input, options, sequences, lengths, scores);
+}
