@@ -81,7 +81,7 @@ def ctests(session: nox.Session) -> None:
     session.run("ctest", "--test-dir", str(build), "--output-on-failure")
     if shutil.which("valgrind") is None:
         session.error("valgrind is required for the memcheck run (Debian package valgrind)")
-    for test in ("test_engine", "test_safety", "test_xla_ffi"):
+    for test in ("test_engine", "test_safety", "test_decode", "test_xla_ffi"):
         session.run("valgrind", "--leak-check=full", "--errors-for-leak-kinds=all",
                     "--error-exitcode=3", str(build / test), external=True)
 

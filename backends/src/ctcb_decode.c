@@ -14,13 +14,9 @@
  * same code, so results do not depend on the thread count), and one
  * per-sample routine per function.
  *
- * MERGE NOTE (for the lead): the detail messages go to decode_error below,
- * which ctcb_last_error() does not read yet.  When fail() of ctcb_engine.c
- * becomes a shared internal function, replace the body of dfail() by a call
- * to it (one line) and delete decode_error.
  */
 #define _GNU_SOURCE /* sched_getaffinity */
-#include "ctcbridge.h"
+#include "ctcb_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -36,27 +32,12 @@
 /* How often (frames) the per-sample loops look at the cancel flag. */
 #define DEC_CANCEL_PERIOD 512
 
-/* ---------------------------------------------------------------- errors */
-
-static __thread char decode_error[512];
-
-static int dfail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int dfail(int status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(decode_error, sizeof decode_error, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 /* --------------------------------------------------------------- options */
 
 CTCB_API int ctcb_decode_options_init(ctcb_decode_options *options)
 {
     if (!options)
-        return dfail(CTCB_ERR_NULL_POINTER, "options is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "options is NULL");
     memset(options, 0, sizeof *options);
     options->struct_size = sizeof *options;
     options->blank = 0;
@@ -80,30 +61,30 @@ static int read_options(const ctcb_decode_options *given, ctcb_decode_options *o
         /* older, smaller structs keep the defaults of the fields they lack */
         const size_t minimum = offsetof(ctcb_decode_options, blank) + sizeof given->blank;
         if (given->struct_size < minimum || given->struct_size > sizeof *out)
-            return dfail(CTCB_ERR_INVALID_OPTION,
+            return ctcb_fail(CTCB_ERR_INVALID_OPTION,
                          "options.struct_size = %zu is not a known size (expected %zu..%zu)",
                          given->struct_size, minimum, sizeof *out);
         memcpy(out, given, given->struct_size);
         out->struct_size = sizeof *out;
     }
     if (out->input_kind != CTCB_INPUT_LOGITS && out->input_kind != CTCB_INPUT_LOG_PROBS)
-        return dfail(CTCB_ERR_INVALID_OPTION, "options.input_kind = %d is not a ctcb_input_kind",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.input_kind = %d is not a ctcb_input_kind",
                      (int)out->input_kind);
     if (out->flags & ~CTCB_KNOWN_FLAGS_)
-        return dfail(CTCB_ERR_INVALID_OPTION, "options.flags = 0x%x has unknown bits 0x%x",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.flags = 0x%x has unknown bits 0x%x",
                      out->flags, out->flags & ~CTCB_KNOWN_FLAGS_);
     if (out->num_threads < 0)
-        return dfail(CTCB_ERR_INVALID_OPTION, "options.num_threads = %d is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.num_threads = %d is negative",
                      (int)out->num_threads);
     if (kind == DEC_GREEDY && out->merge_repeated != 0 && out->merge_repeated != 1)
-        return dfail(CTCB_ERR_INVALID_OPTION, "options.merge_repeated = %d is not 0 or 1",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.merge_repeated = %d is not 0 or 1",
                      (int)out->merge_repeated);
     if (kind == DEC_BEAM) {
         if (out->beam_width < 1)
-            return dfail(CTCB_ERR_INVALID_OPTION, "options.beam_width = %d must be at least 1",
+            return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.beam_width = %d must be at least 1",
                          (int)out->beam_width);
         if (out->top_paths < 1 || out->top_paths > out->beam_width)
-            return dfail(CTCB_ERR_INVALID_OPTION,
+            return ctcb_fail(CTCB_ERR_INVALID_OPTION,
                          "options.top_paths = %d is outside [1, beam_width = %d]",
                          (int)out->top_paths, (int)out->beam_width);
     }
@@ -111,33 +92,6 @@ static int read_options(const ctcb_decode_options *given, ctcb_decode_options *o
 }
 
 /* ------------------------------------------------------------ validation */
-
-/* The largest |offset| the strides reach over the shape must fit in int64. */
-static int check_strides(const char *name, const int64_t strides[3], int64_t T, int64_t N,
-                         int64_t C)
-{
-    const int64_t extent[3] = {T, N, C};
-    uint64_t reach = 0;
-    for (int d = 0; d < 3; ++d) {
-        if (extent[d] == 0)
-            return CTCB_OK; /* an empty array is never touched */
-        const uint64_t mag =
-            strides[d] < 0 ? (uint64_t)0 - (uint64_t)strides[d] : (uint64_t)strides[d];
-        uint64_t part;
-        if (strides[d] == INT64_MIN ||
-            __builtin_mul_overflow(mag, (uint64_t)(extent[d] - 1), &part) ||
-            __builtin_add_overflow(reach, part, &reach) || reach > (uint64_t)INT64_MAX)
-            return dfail(CTCB_ERR_SIZE_OVERFLOW,
-                         "%s = {%lld, %lld, %lld} with shape (T=%lld, N=%lld, C=%lld) addresses "
-                         "beyond 2^63 elements",
-                         name, (long long)strides[0], (long long)strides[1],
-                         (long long)strides[2], (long long)T, (long long)N, (long long)C);
-    }
-    return CTCB_OK;
-}
-
-/* One read of a caller's integer: the value checked is the value used. */
-static inline int64_t read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 /* One call, validated; read-only for the workers. */
 typedef struct dec_job {
@@ -170,52 +124,52 @@ static int validate_input(const ctcb_decode_input *in, const dec_job *job)
     const int64_t T = in->max_time, N = in->batch, C = in->alphabet;
     const int uses_labels = job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS;
     if (T < 0)
-        return dfail(CTCB_ERR_INVALID_SIZE, "max_time = %lld is negative", (long long)T);
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "max_time = %lld is negative", (long long)T);
     if (N < 0)
-        return dfail(CTCB_ERR_INVALID_SIZE, "batch = %lld is negative", (long long)N);
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "batch = %lld is negative", (long long)N);
     if (C < 1)
-        return dfail(CTCB_ERR_INVALID_SIZE, "alphabet = %lld must be at least 1 (the blank)",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "alphabet = %lld must be at least 1 (the blank)",
                      (long long)C);
     if (job->opt.blank < 0 || job->opt.blank >= C)
-        return dfail(CTCB_ERR_INVALID_BLANK, "blank = %d is outside [0, alphabet = %lld)",
+        return ctcb_fail(CTCB_ERR_INVALID_BLANK, "blank = %d is outside [0, alphabet = %lld)",
                      (int)job->opt.blank, (long long)C);
     if (in->dtype != CTCB_FLOAT32 && in->dtype != CTCB_FLOAT64)
-        return dfail(CTCB_ERR_INVALID_OPTION, "dtype = %d is not a ctcb_dtype", (int)in->dtype);
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "dtype = %d is not a ctcb_dtype", (int)in->dtype);
     if (uses_labels && in->label_format != CTCB_LABELS_PADDED &&
         in->label_format != CTCB_LABELS_CONCATENATED)
-        return dfail(CTCB_ERR_INVALID_OPTION, "label_format = %d is not a ctcb_label_format",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "label_format = %d is not a ctcb_label_format",
                      (int)in->label_format);
     uint64_t elements, out_elements;
     if (__builtin_mul_overflow((uint64_t)T, (uint64_t)N, &elements) ||
         __builtin_mul_overflow(elements, (uint64_t)C, &elements) || elements > (uint64_t)INT64_MAX)
-        return dfail(CTCB_ERR_SIZE_OVERFLOW, "T * N * C = %lld * %lld * %lld overflows",
+        return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "T * N * C = %lld * %lld * %lld overflows",
                      (long long)T, (long long)N, (long long)C);
     /* beam search writes N * K * T sequence entries */
     if (__builtin_mul_overflow((uint64_t)T, (uint64_t)N, &out_elements) ||
         (job->kind == DEC_BEAM &&
          __builtin_mul_overflow(out_elements, (uint64_t)job->opt.top_paths, &out_elements)) ||
         out_elements > (uint64_t)INT64_MAX)
-        return dfail(CTCB_ERR_SIZE_OVERFLOW, "the outputs of T = %lld, N = %lld overflow",
+        return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "the outputs of T = %lld, N = %lld overflow",
                      (long long)T, (long long)N);
     if (N == 0)
         return CTCB_OK;
     if (elements > 0 && !in->activations)
-        return dfail(CTCB_ERR_NULL_POINTER, "activations is NULL");
-    int status = check_strides("act_strides", in->act_strides, T, N, C);
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "activations is NULL");
+    int status = ctcb_check_strides("act_strides", in->act_strides, T, N, C);
     if (status)
         return status;
     if (job->kind == DEC_POSTERIORS &&
-        (status = check_strides("post_strides", job->post_strides, T, N, C)))
+        (status = ctcb_check_strides("post_strides", job->post_strides, T, N, C)))
         return status;
     if (!uses_labels)
         return CTCB_OK;
     if (in->label_format == CTCB_LABELS_PADDED && in->label_stride < 0)
-        return dfail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
                      (long long)in->label_stride);
     if (in->label_format == CTCB_LABELS_CONCATENATED && !in->label_lengths)
-        return dfail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
     if (in->label_format == CTCB_LABELS_CONCATENATED && in->label_count < 0)
-        return dfail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
                      (long long)in->label_count);
     return CTCB_OK;
 }
@@ -239,16 +193,16 @@ static int take_snapshot(dec_job *job)
     const int64_t T = in->max_time, N = in->batch, C = in->alphabet;
     if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
         !(job->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
-        return dfail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
                      (long long)N);
     job->input_lengths = job->ints;
     job->label_lengths = job->ints + N;
     job->label_offsets = job->ints + 2 * N;
     job->max_input = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = in->input_lengths ? read_once(&in->input_lengths[n]) : T;
+        const int64_t len = in->input_lengths ? ctcb_read_once(&in->input_lengths[n]) : T;
         if (len < 0 || len > T)
-            return dfail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                          "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
                          (long long)n, (long long)len, (long long)T);
         job->input_lengths[n] = len;
@@ -264,20 +218,20 @@ static int take_snapshot(dec_job *job)
     const int padded = in->label_format == CTCB_LABELS_PADDED;
     uint64_t source = 0, total = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = in->label_lengths ? read_once(&in->label_lengths[n]) : in->label_stride;
+        const int64_t len = in->label_lengths ? ctcb_read_once(&in->label_lengths[n]) : in->label_stride;
         if (len < 0)
-            return dfail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
                          (long long)n, (long long)len);
         if (padded && len > in->label_stride)
-            return dfail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                          "label_lengths[%lld] = %lld exceeds the padded label width %lld",
                          (long long)n, (long long)len, (long long)in->label_stride);
         if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)in->label_stride, &source) ||
                        source > (uint64_t)INT64_MAX))
-            return dfail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
+            return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
                          (long long)n);
         if (!padded && (len > in->label_count || source > (uint64_t)(in->label_count - len)))
-            return dfail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                          "label_lengths add up to more than the %lld concatenated labels "
                          "(at sample %lld, label_lengths[%lld] = %lld)",
                          (long long)in->label_count, (long long)n, (long long)n, (long long)len);
@@ -290,10 +244,10 @@ static int take_snapshot(dec_job *job)
             job->max_label = len;
     }
     if (total > 0 && !in->labels)
-        return dfail(CTCB_ERR_NULL_POINTER, "labels is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
     if (total > SIZE_MAX / sizeof(int64_t) ||
         !(job->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
-        return dfail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
                      (unsigned long long)total);
     const int no_merge = (job->opt.flags & CTCB_FLAG_NO_MERGE_REPEATED) != 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -302,13 +256,13 @@ static int take_snapshot(dec_job *job)
         int64_t *dst = job->labels + job->label_offsets[n];
         const int64_t L = job->label_lengths[n];
         for (int64_t i = 0; i < L; ++i) {
-            const int64_t v = read_once(&src[i]);
+            const int64_t v = ctcb_read_once(&src[i]);
             if (v < 0 || v >= C)
-                return dfail(CTCB_ERR_INVALID_LABEL,
+                return ctcb_fail(CTCB_ERR_INVALID_LABEL,
                              "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
                              (long long)i, (long long)n, (long long)v, (long long)C);
             if (job->kind == DEC_ALIGN && v == job->opt.blank)
-                return dfail(CTCB_ERR_INVALID_LABEL,
+                return ctcb_fail(CTCB_ERR_INVALID_LABEL,
                              "label %lld of sample %lld is %lld, the blank index (forced "
                              "alignment needs labels other than the blank)",
                              (long long)i, (long long)n, (long long)v);
@@ -317,7 +271,7 @@ static int take_snapshot(dec_job *job)
         if (job->kind == DEC_ALIGN) {
             const int64_t need = required_frames(dst, L, no_merge);
             if (job->input_lengths[n] < need)
-                return dfail(CTCB_ERR_INVALID_LENGTH,
+                return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                              "sample %lld cannot be aligned: input_lengths[%lld] = %lld frames, "
                              "but its %lld labels need at least %lld (one more per repeat)",
                              (long long)n, (long long)n, (long long)job->input_lengths[n],
@@ -1163,15 +1117,15 @@ static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_o
     const int64_t max_input = job->max_input, max_label = job->max_label;
     job_free(job);
     if (cancelled(job))
-        return dfail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
+        return ctcb_fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
     if (pool.status == CTCB_ERR_OUT_OF_MEMORY)
-        return dfail(CTCB_ERR_OUT_OF_MEMORY,
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY,
                      "could not allocate the workspace of a thread (%lld threads; max_time %lld, "
                      "longest label %lld, alphabet %lld)",
                      (long long)threads, (long long)max_input, (long long)max_label,
                      (long long)input->alphabet);
     if (pool.status != CTCB_OK)
-        return dfail(pool.status, "workspace size overflow (max_time %lld, alphabet %lld)",
+        return ctcb_fail(pool.status, "workspace size overflow (max_time %lld, alphabet %lld)",
                      (long long)max_input, (long long)input->alphabet);
     return CTCB_OK;
 }
@@ -1180,14 +1134,14 @@ static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_o
 static int begin(dec_job *job, int kind, const ctcb_decode_input *input,
                  const ctcb_decode_options *options)
 {
-    decode_error[0] = '\0';
+    ctcb_clear_error();
     memset(job, 0, sizeof *job);
     job->kind = kind;
     job->in = input;
     if (!input)
-        return dfail(CTCB_ERR_NULL_POINTER, "input is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "input is NULL");
     if (input->struct_size != sizeof *input)
-        return dfail(CTCB_ERR_INVALID_OPTION, "input.struct_size = %zu, expected %zu",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "input.struct_size = %zu, expected %zu",
                      input->struct_size, sizeof *input);
     int status = read_options(options, &job->opt, kind);
     if (status)
@@ -1199,7 +1153,7 @@ static int begin(dec_job *job, int kind, const ctcb_decode_input *input,
 static int need(const void *p, uint64_t count, const char *name)
 {
     if (count > 0 && !p)
-        return dfail(CTCB_ERR_NULL_POINTER, "%s is NULL", name);
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "%s is NULL", name);
     return CTCB_OK;
 }
 
@@ -1225,7 +1179,7 @@ CTCB_API int ctcb_posteriors(const ctcb_decode_input *input, const ctcb_decode_o
     int status = begin(&job, DEC_POSTERIORS, input, options);
     const uint64_t count = input ? (uint64_t)input->max_time * (uint64_t)input->batch : 0;
     if (!status && input->batch > 0 && !post_strides)
-        status = dfail(CTCB_ERR_NULL_POINTER, "post_strides is NULL");
+        status = ctcb_fail(CTCB_ERR_NULL_POINTER, "post_strides is NULL");
     if (!status && input->batch > 0)
         memcpy(job.post_strides, post_strides, sizeof job.post_strides);
     if (!status)

@@ -23,9 +23,7 @@
  * other's errors; it is the only state the library keeps. */
 static __thread char ctcb_error_buffer[512];
 
-static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(int status, const char *fmt, ...)
+int ctcb_fail(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -35,6 +33,8 @@ static int fail(int status, const char *fmt, ...)
 }
 
 CTCB_API const char *ctcb_last_error(void) { return ctcb_error_buffer; }
+
+void ctcb_clear_error(void) { ctcb_error_buffer[0] = '\0'; }
 
 CTCB_API const char *ctcb_status_string(int status)
 {
@@ -70,7 +70,7 @@ CTCB_API const char *ctcb_version(void)
 CTCB_API int ctcb_options_init(ctcb_options *options)
 {
     if (!options)
-        return fail(CTCB_ERR_NULL_POINTER, "options is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "options is NULL");
     memset(options, 0, sizeof *options);
     options->struct_size = sizeof *options;
     options->blank = 0;
@@ -92,26 +92,26 @@ static int read_options(const ctcb_options *given, ctcb_options *out)
         return CTCB_OK;
     const size_t minimum = offsetof(ctcb_options, blank) + sizeof given->blank;
     if (given->struct_size < minimum || given->struct_size > sizeof *out)
-        return fail(CTCB_ERR_INVALID_OPTION,
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION,
                     "options.struct_size = %zu is not a known size (expected %zu..%zu)",
                     given->struct_size, minimum, sizeof *out);
     memcpy(out, given, given->struct_size);
     out->struct_size = sizeof *out;
     if (out->input_kind != CTCB_INPUT_LOGITS && out->input_kind != CTCB_INPUT_LOG_PROBS)
-        return fail(CTCB_ERR_INVALID_OPTION, "options.input_kind = %d is not a ctcb_input_kind",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.input_kind = %d is not a ctcb_input_kind",
                     (int)out->input_kind);
     if (out->infeasible < CTCB_INFEASIBLE_INF || out->infeasible > CTCB_INFEASIBLE_SENTINEL)
-        return fail(CTCB_ERR_INVALID_OPTION, "options.infeasible = %d is not a ctcb_infeasible",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.infeasible = %d is not a ctcb_infeasible",
                     (int)out->infeasible);
     if (out->flags & ~CTCB_KNOWN_FLAGS_)
-        return fail(CTCB_ERR_INVALID_OPTION, "options.flags = 0x%x has unknown bits 0x%x",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.flags = 0x%x has unknown bits 0x%x",
                     out->flags, out->flags & ~CTCB_KNOWN_FLAGS_);
     if (out->num_threads < 0)
-        return fail(CTCB_ERR_INVALID_OPTION, "options.num_threads = %d is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "options.num_threads = %d is negative",
                     (int)out->num_threads);
     if (out->infeasible == CTCB_INFEASIBLE_SENTINEL &&
         !(out->log_zero < 0.0 && out->log_zero > -INFINITY))
-        return fail(CTCB_ERR_INVALID_OPTION,
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION,
                     "options.log_zero = %g must be finite and negative for the sentinel policy",
                     out->log_zero);
     return CTCB_OK;
@@ -192,8 +192,8 @@ void ctcb_workspace_free(ctcb_workspace *ws)
 
 /* ------------------------------------------------------------ validation */
 
-static int check_strides(const char *name, const int64_t strides[3], int64_t T, int64_t N,
-                         int64_t C)
+int ctcb_check_strides(const char *name, const int64_t strides[3], int64_t T, int64_t N,
+                       int64_t C)
 {
     /* The largest |offset| reachable must fit in int64 (and so in memory). */
     const int64_t extent[3] = {T, N, C};
@@ -205,7 +205,7 @@ static int check_strides(const char *name, const int64_t strides[3], int64_t T, 
         uint64_t part;
         if (strides[d] == INT64_MIN || __builtin_mul_overflow(mag, (uint64_t)(extent[d] - 1), &part) ||
             __builtin_add_overflow(reach, part, &reach) || reach > (uint64_t)INT64_MAX)
-            return fail(CTCB_ERR_SIZE_OVERFLOW,
+            return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW,
                         "%s = {%lld, %lld, %lld} with shape (T=%lld, N=%lld, C=%lld) addresses "
                         "beyond 2^63 elements",
                         name, (long long)strides[0], (long long)strides[1], (long long)strides[2],
@@ -213,11 +213,6 @@ static int check_strides(const char *name, const int64_t strides[3], int64_t T, 
     }
     return CTCB_OK;
 }
-
-/* One read of a caller's integer: an atomic load cannot be repeated or
- * split by the compiler, so the value checked is the value used even when
- * another thread writes to the caller's array meanwhile. */
-static inline int64_t read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 /* The engine's copies of the integer inputs (see ctcb_job). */
 typedef struct ctcb_snapshot {
@@ -237,43 +232,43 @@ static int validate_shape(const ctcb_problem *p, const ctcb_options *o)
 {
     const int64_t T = p->max_time, N = p->batch, C = p->alphabet;
     if (T < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "max_time = %lld is negative", (long long)T);
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "max_time = %lld is negative", (long long)T);
     if (N < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "batch = %lld is negative", (long long)N);
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "batch = %lld is negative", (long long)N);
     if (C < 1)
-        return fail(CTCB_ERR_INVALID_SIZE, "alphabet = %lld must be at least 1 (the blank)",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "alphabet = %lld must be at least 1 (the blank)",
                     (long long)C);
     if (o->blank < 0 || o->blank >= C)
-        return fail(CTCB_ERR_INVALID_BLANK, "blank = %d is outside [0, alphabet = %lld)",
+        return ctcb_fail(CTCB_ERR_INVALID_BLANK, "blank = %d is outside [0, alphabet = %lld)",
                     (int)o->blank, (long long)C);
     if (p->dtype != CTCB_FLOAT32 && p->dtype != CTCB_FLOAT64)
-        return fail(CTCB_ERR_INVALID_OPTION, "dtype = %d is not a ctcb_dtype", (int)p->dtype);
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "dtype = %d is not a ctcb_dtype", (int)p->dtype);
     if (p->label_format != CTCB_LABELS_PADDED && p->label_format != CTCB_LABELS_CONCATENATED)
-        return fail(CTCB_ERR_INVALID_OPTION, "label_format = %d is not a ctcb_label_format",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "label_format = %d is not a ctcb_label_format",
                     (int)p->label_format);
     uint64_t elements;
     if (__builtin_mul_overflow((uint64_t)T, (uint64_t)N, &elements) ||
         __builtin_mul_overflow(elements, (uint64_t)C, &elements) || elements > (uint64_t)INT64_MAX)
-        return fail(CTCB_ERR_SIZE_OVERFLOW, "T * N * C = %lld * %lld * %lld overflows",
+        return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "T * N * C = %lld * %lld * %lld overflows",
                     (long long)T, (long long)N, (long long)C);
     if (N == 0)
         return CTCB_OK;
     if (!p->losses)
-        return fail(CTCB_ERR_NULL_POINTER, "losses is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "losses is NULL");
     if (elements > 0 && !p->activations)
-        return fail(CTCB_ERR_NULL_POINTER, "activations is NULL");
-    int status = check_strides("act_strides", p->act_strides, T, N, C);
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "activations is NULL");
+    int status = ctcb_check_strides("act_strides", p->act_strides, T, N, C);
     if (status)
         return status;
-    if (p->grad && (status = check_strides("grad_strides", p->grad_strides, T, N, C)))
+    if (p->grad && (status = ctcb_check_strides("grad_strides", p->grad_strides, T, N, C)))
         return status;
     if (p->label_format == CTCB_LABELS_PADDED && p->label_stride < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
                     (long long)p->label_stride);
     if (p->label_format == CTCB_LABELS_CONCATENATED && !p->label_lengths)
-        return fail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "label_lengths is NULL with concatenated labels");
     if (p->label_format == CTCB_LABELS_CONCATENATED && p->label_count < 0)
-        return fail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE, "label_count = %lld is negative",
                     (long long)p->label_count);
     return CTCB_OK;
 }
@@ -286,15 +281,15 @@ static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *sn
     const int64_t T = p->max_time, N = p->batch, C = p->alphabet;
     if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
         !(snap->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
-        return fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
                     (long long)N);
     int64_t *in_len = snap->ints, *lab_len = in_len + N, *offsets = lab_len + N;
 
     job->max_input = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = p->input_lengths ? read_once(&p->input_lengths[n]) : T;
+        const int64_t len = p->input_lengths ? ctcb_read_once(&p->input_lengths[n]) : T;
         if (len < 0 || len > T)
-            return fail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                         "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
                         (long long)n, (long long)len, (long long)T);
         in_len[n] = len;
@@ -307,20 +302,20 @@ static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *sn
     uint64_t source = 0, total = 0;
     job->max_label = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = p->label_lengths ? read_once(&p->label_lengths[n]) : p->label_stride;
+        const int64_t len = p->label_lengths ? ctcb_read_once(&p->label_lengths[n]) : p->label_stride;
         if (len < 0)
-            return fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
                         (long long)n, (long long)len);
         if (padded && len > p->label_stride)
-            return fail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                         "label_lengths[%lld] = %lld exceeds the padded label width %lld",
                         (long long)n, (long long)len, (long long)p->label_stride);
         if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)p->label_stride, &source) ||
                        source > (uint64_t)INT64_MAX))
-            return fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
+            return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
                         (long long)n);
         if (!padded && (len > p->label_count || source > (uint64_t)(p->label_count - len)))
-            return fail(CTCB_ERR_INVALID_LENGTH,
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                         "label_lengths add up to more than the %lld concatenated labels "
                         "(at sample %lld, label_lengths[%lld] = %lld)",
                         (long long)p->label_count, (long long)n, (long long)n, (long long)len);
@@ -333,26 +328,26 @@ static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *sn
             job->max_label = len;
     }
     if (total > 0 && !p->labels)
-        return fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
     if (total > SIZE_MAX / sizeof(int64_t) ||
         !(snap->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
-        return fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
                     (unsigned long long)total);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t *src = p->labels + (padded ? (uint64_t)n * (uint64_t)p->label_stride
                                                  : (uint64_t)offsets[n]);
         int64_t *dst = snap->labels + offsets[n];
         for (int64_t i = 0; i < lab_len[n]; ++i) {
-            const int64_t v = read_once(&src[i]);
+            const int64_t v = ctcb_read_once(&src[i]);
             if (v < 0 || v >= C)
-                return fail(CTCB_ERR_INVALID_LABEL,
+                return ctcb_fail(CTCB_ERR_INVALID_LABEL,
                             "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
                             (long long)i, (long long)n, (long long)v, (long long)C);
             dst[i] = v;
         }
     }
     if (ctcb_workspace_bytes(job->max_input, job->max_label, C) == 0)
-        return fail(CTCB_ERR_SIZE_OVERFLOW,
+        return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW,
                     "workspace for max_time %lld, longest label %lld, alphabet %lld overflows",
                     (long long)job->max_input, (long long)job->max_label, (long long)C);
     job->input_lengths = in_len;
@@ -413,11 +408,11 @@ static int64_t available_cores(void)
 
 CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *options)
 {
-    ctcb_error_buffer[0] = '\0';
+    ctcb_clear_error();
     if (!problem)
-        return fail(CTCB_ERR_NULL_POINTER, "problem is NULL");
+        return ctcb_fail(CTCB_ERR_NULL_POINTER, "problem is NULL");
     if (problem->struct_size != sizeof *problem)
-        return fail(CTCB_ERR_INVALID_OPTION, "problem.struct_size = %zu, expected %zu",
+        return ctcb_fail(CTCB_ERR_INVALID_OPTION, "problem.struct_size = %zu, expected %zu",
                     problem->struct_size, sizeof *problem);
     ctcb_job job;
     memset(&job, 0, sizeof job);
@@ -451,9 +446,9 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     free(ids);
     snapshot_free(&snap);
     if (ctcb_cancelled(&job))
-        return fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
+        return ctcb_fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
     if (pool.status == CTCB_ERR_OUT_OF_MEMORY) {
-        return fail(CTCB_ERR_OUT_OF_MEMORY,
+        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY,
                     "could not allocate %zu bytes of workspace per thread (%lld threads; "
                     "max_time %lld, longest label %lld, alphabet %lld)",
                     ctcb_workspace_bytes(job.max_input, job.max_label, problem->alphabet),
@@ -461,6 +456,6 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
                     (long long)problem->alphabet);
     }
     if (pool.status != CTCB_OK)
-        return fail(pool.status, "workspace size overflow");
+        return ctcb_fail(pool.status, "workspace size overflow");
     return CTCB_OK;
 }

@@ -28,6 +28,23 @@ typedef struct ctcb_job {
     int64_t max_input;            /* longest input length in the batch */
 } ctcb_job;
 
+/* Record the detail message of a failure for ctcb_last_error() (per thread)
+ * and return `status`; shared by the loss and the decoders. */
+CTCB_HIDDEN int ctcb_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Empty the calling thread's detail message (at the start of every call). */
+CTCB_HIDDEN void ctcb_clear_error(void);
+
+/* CTCB_OK, or CTCB_ERR_SIZE_OVERFLOW (with its message) when the largest
+ * |offset| the element strides reach over a (T, N, C) shape passes 2^63. */
+CTCB_HIDDEN int ctcb_check_strides(const char *name, const int64_t strides[3], int64_t T,
+                                   int64_t N, int64_t C);
+
+/* One read of a caller's integer: an atomic load cannot be repeated or split
+ * by the compiler, so the value checked is the value used even when another
+ * thread writes to the caller's array meanwhile. */
+static inline int64_t ctcb_read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
 /* How often (in frames) the recursions look at the cancel flag: a relaxed
  * load every 512 frames costs nothing measurable, and a sample of any
  * realistic width reaches the next check within milliseconds. */
