@@ -98,9 +98,9 @@ typedef struct dec_job {
     int kind;
     const ctcb_decode_input *in;
     ctcb_decode_options opt;
-    int64_t *ints;          /* the snapshot: 3N int64 (below), one allocation */
-    int64_t *input_lengths; /* N values in [0, T] */
-    int64_t *label_lengths; /* N (forced_align, posteriors) */
+    ctcb_snapshot snap;     /* the integer inputs, read once (ctcb_internal.h) */
+    int64_t *input_lengths; /* views into snap: N values in [0, T] */
+    int64_t *label_lengths; /* N (forced_align, posteriors; 0 for the decoders) */
     int64_t *label_offsets; /* N: first label of each sample in `labels` */
     int64_t *labels;        /* every sample's labels, concatenated, in [0, C) */
     int64_t max_input, max_label;
@@ -111,12 +111,7 @@ typedef struct dec_job {
     int64_t post_strides[3];
 } dec_job;
 
-static void job_free(dec_job *job)
-{
-    free(job->ints);
-    free(job->labels);
-    job->ints = job->labels = NULL;
-}
+static void job_free(dec_job *job) { ctcb_snapshot_free(&job->snap); }
 
 /* Sizes, dtype, blank, strides: everything that reads no caller array. */
 static int validate_input(const ctcb_decode_input *in, const dec_job *job)
@@ -185,98 +180,43 @@ static int64_t required_frames(const int64_t *lab, int64_t L, int no_merge)
     return required;
 }
 
-/* Read every integer input once into job->ints / job->labels, validating
- * the copies.  Nothing after this reads the caller's integer arrays. */
+/* Read every integer input once (ctcb_snapshot_take), then the aligner's own
+ * rules on the copies.  Nothing after this reads the caller's integer arrays. */
 static int take_snapshot(dec_job *job)
 {
     const ctcb_decode_input *in = job->in;
-    const int64_t T = in->max_time, N = in->batch, C = in->alphabet;
-    if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
-        !(job->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
-        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
-                     (long long)N);
-    job->input_lengths = job->ints;
-    job->label_lengths = job->ints + N;
-    job->label_offsets = job->ints + 2 * N;
-    job->max_input = 0;
-    for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = in->input_lengths ? ctcb_read_once(&in->input_lengths[n]) : T;
-        if (len < 0 || len > T)
-            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                         "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
-                         (long long)n, (long long)len, (long long)T);
-        job->input_lengths[n] = len;
-        if (len > job->max_input)
-            job->max_input = len;
-    }
-    job->max_label = 0;
-    if (job->kind != DEC_ALIGN && job->kind != DEC_POSTERIORS) {
-        memset(job->label_lengths, 0, 2u * (size_t)N * sizeof(int64_t));
-        return CTCB_OK; /* the decoders read no labels */
-    }
-
-    const int padded = in->label_format == CTCB_LABELS_PADDED;
-    uint64_t source = 0, total = 0;
-    for (int64_t n = 0; n < N; ++n) {
-        const int64_t len = in->label_lengths ? ctcb_read_once(&in->label_lengths[n]) : in->label_stride;
-        if (len < 0)
-            return ctcb_fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
-                         (long long)n, (long long)len);
-        if (padded && len > in->label_stride)
-            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                         "label_lengths[%lld] = %lld exceeds the padded label width %lld",
-                         (long long)n, (long long)len, (long long)in->label_stride);
-        if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)in->label_stride, &source) ||
-                       source > (uint64_t)INT64_MAX))
-            return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
-                         (long long)n);
-        if (!padded && (len > in->label_count || source > (uint64_t)(in->label_count - len)))
-            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                         "label_lengths add up to more than the %lld concatenated labels "
-                         "(at sample %lld, label_lengths[%lld] = %lld)",
-                         (long long)in->label_count, (long long)n, (long long)n, (long long)len);
-        job->label_lengths[n] = len;
-        job->label_offsets[n] = (int64_t)total;
-        if (!padded)
-            source += (uint64_t)len;
-        total += (uint64_t)len;
-        if (len > job->max_label)
-            job->max_label = len;
-    }
-    if (total > 0 && !in->labels)
-        return ctcb_fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
-    if (total > SIZE_MAX / sizeof(int64_t) ||
-        !(job->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
-        return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
-                     (unsigned long long)total);
+    const int uses_labels = job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS;
+    const ctcb_int_inputs ints = {in->max_time, in->batch, in->alphabet, in->label_format,
+                                  in->input_lengths, in->labels, in->label_stride,
+                                  in->label_count, in->label_lengths, uses_labels};
+    int status = ctcb_snapshot_take(&ints, &job->snap);
+    if (status)
+        return status;
+    job->input_lengths = job->snap.input_lengths;
+    job->label_lengths = job->snap.label_lengths;
+    job->label_offsets = job->snap.label_offsets;
+    job->labels = job->snap.labels;
+    job->max_input = job->snap.max_input;
+    job->max_label = job->snap.max_label;
+    if (job->kind != DEC_ALIGN)
+        return CTCB_OK;
     const int no_merge = (job->opt.flags & CTCB_FLAG_NO_MERGE_REPEATED) != 0;
-    for (int64_t n = 0; n < N; ++n) {
-        const int64_t *src = in->labels + (padded ? (uint64_t)n * (uint64_t)in->label_stride
-                                                  : (uint64_t)job->label_offsets[n]);
-        int64_t *dst = job->labels + job->label_offsets[n];
+    for (int64_t n = 0; n < in->batch; ++n) {
+        const int64_t *lab = job->labels + job->label_offsets[n];
         const int64_t L = job->label_lengths[n];
-        for (int64_t i = 0; i < L; ++i) {
-            const int64_t v = ctcb_read_once(&src[i]);
-            if (v < 0 || v >= C)
+        for (int64_t i = 0; i < L; ++i)
+            if (lab[i] == job->opt.blank)
                 return ctcb_fail(CTCB_ERR_INVALID_LABEL,
-                             "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
-                             (long long)i, (long long)n, (long long)v, (long long)C);
-            if (job->kind == DEC_ALIGN && v == job->opt.blank)
-                return ctcb_fail(CTCB_ERR_INVALID_LABEL,
-                             "label %lld of sample %lld is %lld, the blank index (forced "
-                             "alignment needs labels other than the blank)",
-                             (long long)i, (long long)n, (long long)v);
-            dst[i] = v;
-        }
-        if (job->kind == DEC_ALIGN) {
-            const int64_t need = required_frames(dst, L, no_merge);
-            if (job->input_lengths[n] < need)
-                return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
+                                 "label %lld of sample %lld is %lld, the blank index (forced "
+                                 "alignment needs labels other than the blank)",
+                                 (long long)i, (long long)n, (long long)lab[i]);
+        const int64_t need = required_frames(lab, L, no_merge);
+        if (job->input_lengths[n] < need)
+            return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
                              "sample %lld cannot be aligned: input_lengths[%lld] = %lld frames, "
                              "but its %lld labels need at least %lld (one more per repeat)",
                              (long long)n, (long long)n, (long long)job->input_lengths[n],
                              (long long)L, (long long)need);
-        }
     }
     return CTCB_OK;
 }

@@ -214,13 +214,7 @@ int ctcb_check_strides(const char *name, const int64_t strides[3], int64_t T, in
     return CTCB_OK;
 }
 
-/* The engine's copies of the integer inputs (see ctcb_job). */
-typedef struct ctcb_snapshot {
-    int64_t *ints;   /* 3N: input lengths, label lengths, label offsets */
-    int64_t *labels; /* the labels of every sample, concatenated */
-} ctcb_snapshot;
-
-static void snapshot_free(ctcb_snapshot *snap)
+void ctcb_snapshot_free(ctcb_snapshot *snap)
 {
     free(snap->ints);
     free(snap->labels);
@@ -273,66 +267,68 @@ static int validate_shape(const ctcb_problem *p, const ctcb_options *o)
     return CTCB_OK;
 }
 
-/* Read every integer input once into `snap`, validating the copies, and fill
- * the job's views of them.  Nothing after this reads the caller's integer
- * arrays. */
-static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *snap)
+int ctcb_snapshot_take(const ctcb_int_inputs *p, ctcb_snapshot *snap)
 {
     const int64_t T = p->max_time, N = p->batch, C = p->alphabet;
+    memset(snap, 0, sizeof *snap);
     if ((uint64_t)N > SIZE_MAX / (3u * sizeof(int64_t)) ||
-        !(snap->ints = (int64_t *)malloc((size_t)N * 3u * sizeof(int64_t))))
+        !(snap->ints = (int64_t *)calloc((size_t)N * 3u + 1u, sizeof(int64_t))))
         return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for the lengths of %lld samples",
-                    (long long)N);
+                         (long long)N);
     int64_t *in_len = snap->ints, *lab_len = in_len + N, *offsets = lab_len + N;
+    snap->input_lengths = in_len;
+    snap->label_lengths = lab_len;
+    snap->label_offsets = offsets;
 
-    job->max_input = 0;
     for (int64_t n = 0; n < N; ++n) {
         const int64_t len = p->input_lengths ? ctcb_read_once(&p->input_lengths[n]) : T;
         if (len < 0 || len > T)
             return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                        "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
-                        (long long)n, (long long)len, (long long)T);
+                             "input_lengths[%lld] = %lld is outside [0, max_time = %lld]",
+                             (long long)n, (long long)len, (long long)T);
         in_len[n] = len;
-        if (len > job->max_input)
-            job->max_input = len;
+        if (len > snap->max_input)
+            snap->max_input = len;
     }
+    if (!p->read_labels)
+        return CTCB_OK;
 
     /* label lengths, and where each sample's labels start in the caller's array */
     const int padded = p->label_format == CTCB_LABELS_PADDED;
     uint64_t source = 0, total = 0;
-    job->max_label = 0;
     for (int64_t n = 0; n < N; ++n) {
         const int64_t len = p->label_lengths ? ctcb_read_once(&p->label_lengths[n]) : p->label_stride;
         if (len < 0)
             return ctcb_fail(CTCB_ERR_INVALID_LENGTH, "label_lengths[%lld] = %lld is negative",
-                        (long long)n, (long long)len);
+                             (long long)n, (long long)len);
         if (padded && len > p->label_stride)
             return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                        "label_lengths[%lld] = %lld exceeds the padded label width %lld",
-                        (long long)n, (long long)len, (long long)p->label_stride);
+                             "label_lengths[%lld] = %lld exceeds the padded label width %lld",
+                             (long long)n, (long long)len, (long long)p->label_stride);
         if (padded && (__builtin_mul_overflow((uint64_t)n, (uint64_t)p->label_stride, &source) ||
                        source > (uint64_t)INT64_MAX))
             return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW, "label offset of sample %lld overflows",
-                        (long long)n);
+                             (long long)n);
         if (!padded && (len > p->label_count || source > (uint64_t)(p->label_count - len)))
             return ctcb_fail(CTCB_ERR_INVALID_LENGTH,
-                        "label_lengths add up to more than the %lld concatenated labels "
-                        "(at sample %lld, label_lengths[%lld] = %lld)",
-                        (long long)p->label_count, (long long)n, (long long)n, (long long)len);
+                             "label_lengths add up to more than the %lld concatenated labels "
+                             "(at sample %lld, label_lengths[%lld] = %lld)",
+                             (long long)p->label_count, (long long)n, (long long)n,
+                             (long long)len);
         lab_len[n] = len;
         offsets[n] = (int64_t)total; /* where the copy of its labels starts */
         if (!padded)
             source += (uint64_t)len; /* bounded by label_count */
         total += (uint64_t)len;      /* at most N * stride or label_count: no overflow */
-        if (len > job->max_label)
-            job->max_label = len;
+        if (len > snap->max_label)
+            snap->max_label = len;
     }
     if (total > 0 && !p->labels)
         return ctcb_fail(CTCB_ERR_NULL_POINTER, "labels is NULL");
     if (total > SIZE_MAX / sizeof(int64_t) ||
         !(snap->labels = (int64_t *)malloc((size_t)(total ? total : 1u) * sizeof(int64_t))))
         return ctcb_fail(CTCB_ERR_OUT_OF_MEMORY, "no memory for a copy of %llu labels",
-                    (unsigned long long)total);
+                         (unsigned long long)total);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t *src = p->labels + (padded ? (uint64_t)n * (uint64_t)p->label_stride
                                                  : (uint64_t)offsets[n]);
@@ -341,18 +337,34 @@ static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *sn
             const int64_t v = ctcb_read_once(&src[i]);
             if (v < 0 || v >= C)
                 return ctcb_fail(CTCB_ERR_INVALID_LABEL,
-                            "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
-                            (long long)i, (long long)n, (long long)v, (long long)C);
+                                 "label %lld of sample %lld is %lld, outside [0, alphabet = %lld)",
+                                 (long long)i, (long long)n, (long long)v, (long long)C);
             dst[i] = v;
         }
     }
-    if (ctcb_workspace_bytes(job->max_input, job->max_label, C) == 0)
+    return CTCB_OK;
+}
+
+/* The loss's snapshot: ctcb_snapshot_take on the problem, then the
+ * workspace size check; fills the job's views. */
+static int take_snapshot(const ctcb_problem *p, ctcb_job *job, ctcb_snapshot *snap)
+{
+    const ctcb_int_inputs in = {p->max_time, p->batch, p->alphabet, p->label_format,
+                                p->input_lengths, p->labels, p->label_stride, p->label_count,
+                                p->label_lengths, 1};
+    int status = ctcb_snapshot_take(&in, snap);
+    if (status)
+        return status;
+    job->max_input = snap->max_input;
+    job->max_label = snap->max_label;
+    if (ctcb_workspace_bytes(job->max_input, job->max_label, p->alphabet) == 0)
         return ctcb_fail(CTCB_ERR_SIZE_OVERFLOW,
-                    "workspace for max_time %lld, longest label %lld, alphabet %lld overflows",
-                    (long long)job->max_input, (long long)job->max_label, (long long)C);
-    job->input_lengths = in_len;
-    job->label_lengths = lab_len;
-    job->label_offsets = offsets;
+                         "workspace for max_time %lld, longest label %lld, alphabet %lld overflows",
+                         (long long)job->max_input, (long long)job->max_label,
+                         (long long)p->alphabet);
+    job->input_lengths = snap->input_lengths;
+    job->label_lengths = snap->label_lengths;
+    job->label_offsets = snap->label_offsets;
     job->labels = snap->labels;
     return CTCB_OK;
 }
@@ -422,9 +434,9 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     const int64_t N = problem->batch;
     if ((status = validate_shape(problem, &job.options)) || N == 0)
         return status;
-    ctcb_snapshot snap = {NULL, NULL};
+    ctcb_snapshot snap;
     if ((status = take_snapshot(problem, &job, &snap))) {
-        snapshot_free(&snap);
+        ctcb_snapshot_free(&snap);
         return status;
     }
     job.problem = problem;
@@ -444,7 +456,7 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     for (int64_t i = 0; i < started; ++i)
         pthread_join(ids[i], NULL);
     free(ids);
-    snapshot_free(&snap);
+    ctcb_snapshot_free(&snap);
     if (ctcb_cancelled(&job))
         return ctcb_fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");
     if (pool.status == CTCB_ERR_OUT_OF_MEMORY) {

@@ -45,6 +45,35 @@ CTCB_HIDDEN int ctcb_check_strides(const char *name, const int64_t strides[3], i
  * thread writes to the caller's array meanwhile. */
 static inline int64_t ctcb_read_once(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
+/* The integer inputs of a call, as the caller gave them. */
+typedef struct ctcb_int_inputs {
+    int64_t max_time, batch, alphabet;
+    int32_t label_format;           /* ctcb_label_format */
+    const int64_t *input_lengths;   /* NULL: max_time for all */
+    const int64_t *labels;
+    int64_t label_stride;           /* padded width S */
+    int64_t label_count;            /* concatenated: entries in labels */
+    const int64_t *label_lengths;   /* NULL: label_stride for all (padded) */
+    int read_labels;                /* 0: input lengths only (the decoders) */
+} ctcb_int_inputs;
+
+/* The engine's copies of the integer inputs, read once and validated: the
+ * workers read only these, so a caller thread writing to its arrays during
+ * the call cannot steer an index out of bounds. */
+typedef struct ctcb_snapshot {
+    int64_t *ints;          /* 3N: input lengths, label lengths, label offsets */
+    int64_t *labels;        /* every sample's labels, concatenated, each in [0, C) */
+    int64_t *input_lengths; /* views into ints */
+    int64_t *label_lengths; /* (all 0 when read_labels is 0) */
+    int64_t *label_offsets;
+    int64_t max_input, max_label;
+} ctcb_snapshot;
+
+/* Take the snapshot (CTCB_OK, or a status with its message); free it with
+ * ctcb_snapshot_free in every case. */
+CTCB_HIDDEN int ctcb_snapshot_take(const ctcb_int_inputs *in, ctcb_snapshot *snap);
+CTCB_HIDDEN void ctcb_snapshot_free(ctcb_snapshot *snap);
+
 /* How often (in frames) the recursions look at the cancel flag: a relaxed
  * load every 512 frames costs nothing measurable, and a sample of any
  * realistic width reaches the next check within milliseconds. */
