@@ -275,7 +275,7 @@ def corpus(session: nox.Session) -> None:
     # The generator and the reference are numpy only: run them from the checkout,
     # so the file is written where it is committed.
     session.install("numpy")
-    session.run("python", "-m", "ctcbridge.corpus", "--write", env={"PYTHONPATH": str(ROOT)})
+    session.run("python", "-m", "ctcbridge.conform.corpus", "--write", env={"PYTHONPATH": str(ROOT)})
 
 
 @_session(default=False)

@@ -50,8 +50,8 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make
 from ._signature import shape_of
 from .errors import CTCTypeError, CTCValueError
 

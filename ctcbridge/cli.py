@@ -51,7 +51,7 @@ class _Progress:
 
 
 def _load_cases(args):
-    from .corpus import corpus_path, corpus_version, load
+    from .conform.corpus import corpus_path, corpus_version, load
 
     path = args.corpus or corpus_path()
     cases = load(path)
@@ -81,7 +81,7 @@ def _print_matrix(matrix, frameworks) -> None:
 
 def _print_failures(matrix, limit: int = 12) -> None:
     """Our failing cases with where they differ; a line per failing native cell."""
-    from .conformance import divergence_ids
+    from .conform.compare import divergence_ids
 
     shown = 0
     for m in matrix:
@@ -109,7 +109,7 @@ def _print_failures(matrix, limit: int = 12) -> None:
 
 def _conform(args: argparse.Namespace) -> int:
     if args.divergences:
-        from .conformance import divergences_markdown, divergences_text, find_convention
+        from .conform.compare import divergences_markdown, divergences_text, find_convention
 
         sig = find_convention(args.convention).name if args.convention else None
         print(divergences_markdown() if args.markdown else divergences_text(sig), end="")
@@ -124,7 +124,7 @@ def _conform(args: argparse.Namespace) -> int:
 
 
 def _list_conventions() -> int:
-    from ._signature_rows import ROWS
+    from .conform.rows import ROWS
     from .conventions import CONVENTIONS, dotted_name
 
     short = {dotted_name(c): n for n, c in CONVENTIONS.items()}
@@ -137,8 +137,8 @@ def _list_conventions() -> int:
 
 
 def _conform_all(args) -> int:
-    from ._signature_rows import ROWS
-    from .conformance import TOLERANCES, check_engine, installed_frameworks, run_matrix
+    from .conform.rows import ROWS
+    from .conform.compare import TOLERANCES, check_engine, installed_frameworks, run_matrix
 
     cases, corpus = _load_cases(args)
     frameworks = installed_frameworks()
@@ -198,7 +198,7 @@ def _conform_all(args) -> int:
 
 
 def _conform_impl(args) -> int:
-    from .conformance import TOLERANCES, check_impl, find_convention, installed_frameworks, \
+    from .conform.compare import TOLERANCES, check_impl, find_convention, installed_frameworks, \
         load_impl
 
     row = find_convention(args.convention)

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._arrays import framework_of
+from ._bridges import framework_of
 from .errors import CTCTypeError, CTCValueError
 
 __all__ = [

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from numbers import Number
 
-from ._arrays import bridge_for, framework_of
+from ._bridges import bridge_for, framework_of
 from ._signature import reraise_as
 from .errors import CTCRuntimeError
 from .mxnet import _ctc

@@ -20,10 +20,10 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
-from .canonical import _as_int
+from ._compute import _as_int
 from .errors import CTCValueError
 from .tensorflow import _end_at_blank, _padded, _prepare_dense, _tf_prepare_dense
 
@@ -36,7 +36,7 @@ EPSILON = 1e-7  # keras.backend.epsilon()
 def _loss_call(blank):
     call = CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
                    batch_size=lambda s: s[0], batch_axis=0)
-    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
+    # read by the TF bridge inside tf.function (ctcbridge/_bridges/tensorflow.py)
     call.tf_prepare = partial(_tf_prepare_dense, time_major=False, blank_index=blank)
     return call
 

@@ -25,10 +25,10 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
-from .canonical import _as_int
+from ._compute import _as_int
 from .errors import CTCValueError
 
 __all__ = ["ctc_loss"]
@@ -200,7 +200,7 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
     import jax
     import jax.numpy as jnp
 
-    from ._arrays.jax import Traced
+    from ._bridges.jax import Traced
 
     _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id)
     if jnp.dtype(labels.dtype).kind not in "iu":
@@ -249,7 +249,7 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
 def _call(blank_id, log_epsilon):
     call = CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
                    batch_size=lambda s: s[0], batch_axis=0)
-    # read by the JAX bridge under jit (ctcbridge/_arrays/jax.py)
+    # read by the JAX bridge under jit (ctcbridge/_bridges/jax.py)
     call.jax_prepare = partial(_jax_prepare, blank_id=blank_id, log_epsilon=log_epsilon)
     return call
 

@@ -37,10 +37,10 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for, framework_of
-from ._arrays.call import CTCCall, Prepared, factory, make
+from ._bridges import bridge_for, framework_of
+from ._contract import CTCCall, Prepared, factory, make
 from ._signature import integral, shape_of
-from .canonical import _as_int
+from ._compute import _as_int
 from .errors import CTCValueError
 
 __all__ = ["ctc_loss", "ctc_loss_v1"]
@@ -197,7 +197,7 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
     """
     import tensorflow as tf
 
-    from ._arrays.tensorflow import TFTraced
+    from ._bridges.tensorflow import TFTraced
 
     C = logits.shape[-1] if logits.shape.rank == 3 else None
     if C is None or labels.shape.rank != 2:
@@ -305,7 +305,7 @@ def _dense_factory(time_major, blank):
     call = CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
                    batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
                    batch_axis=1 if time_major else 0)
-    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
+    # read by the TF bridge inside tf.function (ctcbridge/_bridges/tensorflow.py)
     call.tf_prepare = partial(_tf_prepare_dense, time_major=time_major, blank_index=blank)
     return call
 

@@ -29,10 +29,10 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make
 from ._signature import integral, reraise_as, shape_of
-from .canonical import _as_int
+from ._compute import _as_int
 from .errors import CTCRuntimeError
 
 __all__ = ["ctc_loss", "CTCLoss"]

@@ -184,7 +184,7 @@ def test_errors_are_catchable_as_builtins():
 
 def test_supported_arrays_are_not_copied(x):
     """float32/float64 arrays with element-aligned strides go to the engine as they are."""
-    from ctcbridge.canonical import _float_array
+    from ctcbridge._compute import _float_array
 
     f32 = x.astype(np.float32)
     assert _float_array(f32)[0] is f32

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import ctcbridge
-from ctcbridge import canonical, convert
+from ctcbridge import _compute as canonical, convert
 from ctcbridge import conventions as cv
 from ctcbridge.explain import call, convert_arguments
 

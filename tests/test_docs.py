@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 import ctcbridge
-import ctcbridge.canonical
+import ctcbridge._compute
 import ctcbridge.conventions
 import ctcbridge.convert
 import ctcbridge.explain
@@ -177,7 +177,7 @@ def test_mkdocs_nav_lists_every_page():
 
 @pytest.mark.parametrize(
     "module",
-    [ctcbridge, ctcbridge.canonical, ctcbridge.convert, ctcbridge.conventions,
+    [ctcbridge, ctcbridge._compute, ctcbridge.convert, ctcbridge.conventions,
      ctcbridge.explain],
     ids=lambda m: m.__name__)
 def test_docstring_examples(module):

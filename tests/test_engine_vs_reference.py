@@ -7,8 +7,8 @@ import pytest
 
 import ctcbridge
 from ctcbridge import reference
-from ctcbridge.canonical import compute
-from ctcbridge.corpus import builtin_cases, random_case
+from ctcbridge._compute import compute
+from ctcbridge.conform.corpus import builtin_cases, random_case
 
 from conftest import assert_close_grads, assert_close_losses
 

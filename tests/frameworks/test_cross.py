@@ -19,10 +19,10 @@ import ctcbridge.optax as co
 import ctcbridge.tensorflow as ctf
 import ctcbridge.theano as cth
 import ctcbridge.torch as ct
-from ctcbridge._signature_rows import ROWS
-from ctcbridge.conformance import run_matrix
+from ctcbridge.conform.rows import ROWS
+from ctcbridge.conform.compare import run_matrix
 from ctcbridge.convert import Labels
-from ctcbridge.corpus import load
+from ctcbridge.conform.corpus import load
 from native_cases import close, make_case
 
 CASE = make_case(12, allow_infeasible=False, min_label=1)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import ctcbridge.optax as co
-from ctcbridge._arrays import jax as bridge
-from ctcbridge._arrays.call import make, run
+from ctcbridge._bridges import jax as bridge
+from ctcbridge._contract import make, run
 from native_cases import close, make_case
 
 X64 = bool(jax.config.jax_enable_x64)

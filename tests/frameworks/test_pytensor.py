@@ -14,7 +14,7 @@ import pytensor.tensor as pt
 import pytest
 
 import ctcbridge.theano as cth
-from ctcbridge._arrays import pytensor as bridge
+from ctcbridge._bridges import pytensor as bridge
 from theano_cases import (ERRORS, VALUE_ERRORS, check_against_reference, check_error,
                           check_grad_of_sum, check_idioms, compiled_loss_and_grad, theano_case)
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import ctcbridge.keras as ck
 import ctcbridge.tensorflow as ctf
-from ctcbridge._arrays import tensorflow as bridge
+from ctcbridge._bridges import tensorflow as bridge
 from native_cases import close, make_case
 
 

@@ -20,7 +20,7 @@ import theano.tensor as tt
 from theano.tensor.nnet import ctc as native
 
 import ctcbridge.theano as cth
-from ctcbridge._arrays import theano as bridge
+from ctcbridge._bridges import theano as bridge
 from native_cases import close
 from theano_cases import (ERRORS, GRAD_ATOL, LOSS_RTOL, VALUE_ERRORS, check_against_reference,
                           check_error, check_grad_of_sum, check_idioms, check_signature,

@@ -3,7 +3,7 @@
 graph API: ``grad``, ``function``, ``tensor.ftensor3``...).
 
 Expected results come from the float64 reference (``warp_blank_labels``)
-with warp-ctc's defined conventions applied (``_signature_rows.warp_reference``,
+with warp-ctc's defined conventions applied (``conform.rows.warp_reference``,
 also what ``ctcbridge conform`` checks the signature against).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ctcbridge.theano as cth
-from ctcbridge._signature_rows import warp_reference
+from ctcbridge.conform.rows import warp_reference
 from native_cases import close, make_case
 
 LOSS_RTOL, GRAD_ATOL = 2e-5, 2e-4  # float32 against the float64 reference

@@ -20,7 +20,7 @@ import ast
 import mxnet as mx
 import numpy as np
 
-from .call import CTCCall, rebuild, run
+from .._contract import CTCCall, rebuild, run
 
 _CALLS: dict = {}
 _OP_TYPE = "ctcbridge_ctc"
@@ -204,7 +204,7 @@ BRIDGE = MXNetBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x,
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x,
     with ``mx.autograd`` on NDArrays."""
     xt = mx.nd.array(x, dtype=x.dtype)
     xt.attach_grad()

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _engine as _lib, _threads, canonical
-from .call import CTCCall, run
+from .. import _compute as canonical, _engine as _lib, _threads
+from .._contract import CTCCall, run
 
 
 def _is_concrete(*arrays) -> bool:
@@ -275,7 +275,7 @@ BRIDGE = JaxBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
     conv = {k: jnp.asarray(v) for k, v in arrays.items()}
     f = lambda z: fn(**order(fn, z, conv), **statics)  # noqa: E731
     out = f(jnp.asarray(x))

@@ -10,7 +10,7 @@ adds the reference results; :func:`save` writes them as one ``.npz`` file and
 :func:`load` reads it back.  The package ships the generated file
 (``ctcbridge/data/corpus-v{CORPUS_VERSION}.npz``), which ``ctcbridge
 conform`` runs without recomputing the reference; only the ``corpus`` nox
-session rewrites it (``python -m ctcbridge.corpus --write``), and
+session rewrites it (``python -m ctcbridge.conform.corpus --write``), and
 ``tests/test_corpus.py`` fails when the shipped file, the generator and the
 reference disagree.  Changing the cases means bumping :data:`CORPUS_VERSION`.
 
@@ -47,7 +47,7 @@ import numpy as np
 # Bump when the cases change (names, seeds, shapes): the file name carries it.
 CORPUS_VERSION = 1
 FORMAT = "ctcbridge-corpus"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def corpus_path(version: int = CORPUS_VERSION) -> Path:
@@ -88,7 +88,7 @@ class Case:
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The float64 reference's (losses, grad): stored ones, else computed."""
         if self.ref_loss is None or self.ref_grad is None:
-            from . import reference
+            from .. import reference
 
             with np.errstate(all="ignore"):  # NaN/inf inputs are cases, not accidents
                 self.ref_loss, self.ref_grad = reference.ctc_loss_and_grad(
@@ -350,11 +350,11 @@ def corpus_version(path=None) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m ctcbridge.corpus --write [PATH]``: regenerate the shipped corpus
+    """``python -m ctcbridge.conform.corpus --write [PATH]``: regenerate the shipped corpus
     (what ``nox -s corpus`` runs)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ctcbridge.corpus",
+    parser = argparse.ArgumentParser(prog="python -m ctcbridge.conform.corpus",
                                      description=main.__doc__.splitlines()[0])
     parser.add_argument("--write", nargs="?", const=str(corpus_path()), metavar="PATH",
                         required=True, help=f"output file (default {corpus_path()})")

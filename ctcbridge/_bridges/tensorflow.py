@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import _engine, _threads
-from .call import CTCCall, run
+from .._contract import CTCCall, run
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _op_call(call: CTCCall, xv, aux):
     flags = ((0 if o["merge_repeated"] else _engine.FLAG_NO_MERGE_REPEATED)
              | (_engine.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
              | (_engine.FLAG_LOG_SPACE if o["log_space"] else 0))
-    from ..canonical import INFEASIBLE, INPUT_KINDS, LAYOUTS
+    from .._compute import INFEASIBLE, INPUT_KINDS, LAYOUTS
 
     ints = [tf.cast(a, tf.int64) for a in (t.labels, t.input_lengths, t.label_lengths)]
     losses, grad = _custom_op().ctcbridge_ctc_loss(
@@ -158,7 +158,7 @@ BRIDGE = TensorFlowBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x, as
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x, as
     the other runners (an infinite loss keeps its defined gradient, e.g. warp-ctc's
     softmax for a sample without an alignment)."""
     xv = tf.Variable(x)

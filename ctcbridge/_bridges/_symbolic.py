@@ -3,8 +3,8 @@
 PyTensor descends from Theano and both define graph operations the same way:
 an ``Op`` with ``__props__``, ``make_node`` returning an ``Apply``,
 ``perform`` on numpy values and ``L_op`` for the gradient.  The Op class is
-written once here and bound to a library by ``ctcbridge._arrays.pytensor``
-and ``ctcbridge._arrays.theano``, which differ only in where those names live
+written once here and bound to a library by ``ctcbridge._bridges.pytensor``
+and ``ctcbridge._bridges.theano``, which differ only in where those names live
 and in how a graph rewrite is registered.
 
 How the static call reaches a compiled graph: the Op's ``__props__`` are the
@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import CTCError
-from .call import CTCCall, rebuild, run
+from .._contract import CTCCall, rebuild, run
 
 
 class CTCGradientError(CTCError, AssertionError):

@@ -33,5 +33,5 @@ BRIDGE = _symbolic.GraphBridge("theano", tt, CTCBridgeOp)
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
     return _symbolic.grad_of_sum(theano.function, theano.grad, tt, fn, x, arrays, statics, order)

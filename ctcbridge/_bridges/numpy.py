@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .call import CTCCall, run
+from .._contract import CTCCall, run
 
 
 class NumpyBridge:
@@ -40,5 +40,5 @@ BRIDGE = NumpyBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): numpy has no autodiff."""
+    """Conformance runner (see ``conform.rows.run_on``): numpy has no autodiff."""
     return np.asarray(fn(**order(fn, x, arrays), **statics)), None

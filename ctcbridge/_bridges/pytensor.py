@@ -36,6 +36,6 @@ BRIDGE = _symbolic.GraphBridge("pytensor", pt, CTCBridgeOp)
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
     return _symbolic.grad_of_sum(pytensor.function, pytensor.grad, pt, fn, x, arrays, statics,
                                  order)

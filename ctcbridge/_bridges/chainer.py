@@ -17,7 +17,7 @@ import chainer.functions as F
 import numpy as np
 from chainer import backend
 
-from .call import CTCCall, run
+from .._contract import CTCCall, run
 
 
 def _cpu(a) -> np.ndarray:
@@ -111,7 +111,7 @@ BRIDGE = ChainerBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
     xv = chainer.Variable(np.array(x))
     out = fn(**order(fn, xv, dict(arrays)), **statics)
     F.sum(out).backward()

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import _threads, canonical
+from . import _compute as canonical, _threads
 
 
 @dataclass

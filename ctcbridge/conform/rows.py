@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import reference
-from ._arrays import framework_of
-from ._signature import shape_of
-from .convert import Labels
+from .. import reference
+from .._bridges import framework_of
+from .._signature import shape_of
+from ..convert import Labels
 from .corpus import Case, required_frames
 
 EPS = 1e-7  # keras.backend.epsilon()
@@ -73,7 +73,7 @@ def _optax_prep(case, dtype):
     grad = grad.transpose(1, 0, 2).copy()
     # optax's convention for samples without an alignment (an impossible label
     # class, -inf logits): its log_epsilon arithmetic (ctcbridge.optax ports it)
-    from .optax import _optax_lattice
+    from ..optax import _optax_lattice
 
     pads = np.arange(T)[None] >= case.input_lengths[:, None]
     for n in np.flatnonzero(np.isposinf(loss)):
@@ -92,7 +92,7 @@ def _tf_prep(case, dtype):
     loss, grad = _ref(case, x)
     # TF's dense convention for samples without an alignment: its log(1e-307)
     # sentinel arithmetic (ctcbridge.tensorflow ports it; the native rows check it)
-    from .tensorflow import _tf_dense_lattice
+    from ..tensorflow import _tf_dense_lattice
 
     for n in np.flatnonzero(np.isposinf(loss)):
         Tb = int(case.input_lengths[n])
@@ -165,7 +165,7 @@ def _chainer_prep(case, dtype):
     # Chainer's convention for samples without an alignment: its -1e10 sentinel
     # arithmetic, computed in the signature's dtype as Chainer does (ported in
     # ctcbridge.chainer; the native row checks it), and 1e10 with no frame at all
-    from .chainer import _chainer_lattice, _zero
+    from ..chainer import _chainer_lattice, _zero
 
     x = _logits(case)
     loss, grad = _ref(case, x)
@@ -300,7 +300,7 @@ def _gluon_prep(case, dtype):
 def gluon_ctc(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
               layout="NTC", label_layout="NT", weight=None):
     """ctcbridge.gluon.CTCLoss(layout, label_layout, weight) called once."""
-    from .gluon import CTCLoss
+    from ..gluon import CTCLoss
 
     return CTCLoss(layout, label_layout, weight)(pred, label, pred_lengths, label_lengths,
                                                  sample_weight)
@@ -459,11 +459,11 @@ ROWS = [
                  EAGER + ("pytensor", "theano"),
                  _theano_prep, _all),
     SignatureRow("mxnet.ctc_loss", "ctcbridge.mxnet", "ctc_loss",
-                 "ctcbridge._signature_rows:native_mxnet_ctc",
+                 "ctcbridge.conform.rows:native_mxnet_ctc",
                  EAGER, _mxnet_prep, _mxnet_ok,
                  ("mxnet",)),
-    SignatureRow("gluon.CTCLoss", "ctcbridge._signature_rows", "gluon_ctc",
-                 "ctcbridge._signature_rows:native_gluon_ctc",
+    SignatureRow("gluon.CTCLoss", "ctcbridge.conform.rows", "gluon_ctc",
+                 "ctcbridge.conform.rows:native_gluon_ctc",
                  EAGER, _gluon_prep, _mxnet_ok,
                  ("mxnet",)),
     # the WarpCTC plugin is not in MXNet's wheels: no native row
@@ -475,7 +475,7 @@ ROWS = [
 def run_on(fw: str, fn, prep: Prepared, flatten: bool):
     """(losses, grad or None) of fn(x, **args) computed on framework `fw`.
 
-    Each bridge module (``ctcbridge._arrays.<fw>``) knows how to differentiate
+    Each bridge module (``ctcbridge._bridges.<fw>``) knows how to differentiate
     in its framework: its ``grad_of_sum(fn, x, arrays, statics, order)``
     returns (losses, d sum(finite losses) / d x), both numpy."""
     x, args = prep.x, prep.args
@@ -483,7 +483,7 @@ def run_on(fw: str, fn, prep: Prepared, flatten: bool):
         fn = _split_time(fn)
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-    bridge = importlib.import_module(f"ctcbridge._arrays.{fw}")
+    bridge = importlib.import_module(f"ctcbridge._bridges.{fw}")
     out, grad = bridge.grad_of_sum(fn, x, arrays, statics, _order)
     out = np.asarray(out)
     return (out.reshape(-1) if flatten else out), grad

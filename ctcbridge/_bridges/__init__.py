@@ -1,6 +1,6 @@
 """Array bridges: one small module per framework.
 
-A bridge turns a :class:`~ctcbridge._arrays.call.CTCCall` (what a signature
+A bridge turns a :class:`~ctcbridge._bridges.call.CTCCall` (what a signature
 module asks of the engine) into a differentiable operation of the framework
 the caller's arrays come from, and offers the few array operations the
 signatures need for their reductions.  Frameworks are never imported to find

@@ -14,7 +14,7 @@ import torch
 
 import ast
 
-from .call import CTCCall, rebuild, run
+from .._contract import CTCCall, rebuild, run
 
 _CALLS: dict[str, CTCCall] = {}
 
@@ -158,7 +158,7 @@ BRIDGE = TorchBridge()
 
 
 def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
+    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
     xt = torch.tensor(x, requires_grad=True)
     conv = {k: torch.as_tensor(v) for k, v in arrays.items()}
     out = fn(**order(fn, xt, conv), **statics)

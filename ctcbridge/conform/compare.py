@@ -3,7 +3,7 @@
 This is what ``ctcbridge conform`` runs:
 
 * :func:`check_engine`: the canonical engine API in float32 and float64;
-* :func:`check_signature`: one signature row (``ctcbridge._signature_rows``),
+* :func:`check_signature`: one signature row (``ctcbridge.conform.rows``),
   ours or the framework's native, on one framework's arrays;
 * :func:`check_impl`: a user's own function written in one signature's
   convention, with a description of where it differs;
@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .canonical import ctc_loss_and_grad
+from .._compute import ctc_loss_and_grad
 from .corpus import Case
 
 # Worst errors allowed, (loss relative, gradient absolute), per dtype.  float32
@@ -36,7 +36,7 @@ TOLERANCES = {
     "float32": (2e-5, 2e-4),
 }
 
-# The array frameworks with a bridge module ctcbridge._arrays.<name>, in matrix order.
+# The array frameworks with a bridge module ctcbridge._bridges.<name>, in matrix order.
 ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
 
 # How many differing samples / an exception's text a report shows.
@@ -97,7 +97,7 @@ def installed_frameworks() -> list[str]:
     from importlib.util import find_spec
 
     return ["numpy"] + [fw for fw in ARRAY_FRAMEWORKS
-                        if find_spec(fw) is not None and find_spec(f"ctcbridge._arrays.{fw}")]
+                        if find_spec(fw) is not None and find_spec(f"ctcbridge._bridges.{fw}")]
 
 
 def _prepared(row, case: Case, cache: dict | None):
@@ -165,7 +165,7 @@ def _failure(case: Case, label: str, exc: BaseException) -> Result:
 
 def available_memory() -> float:
     """Bytes available to a new allocation (Linux's MemAvailable; inf where unknown)."""
-    from .canonical import _available_memory
+    from .._compute import _available_memory
 
     free = _available_memory()
     return float("inf") if free is None else float(free)
@@ -201,8 +201,8 @@ def rows_by_name() -> dict:
     """Every signature row by its name (``torch.ctc_loss``), by its native's dotted
     path (``torch.nn.functional.ctc_loss``) and by the name ``ctcbridge explain``
     gives it (``torch``)."""
-    from ._signature_rows import ROWS
-    from .conventions import CONVENTIONS, dotted_name
+    from .rows import ROWS
+    from ..conventions import CONVENTIONS, dotted_name
 
     names = {}
     for row in ROWS:
@@ -220,7 +220,7 @@ def find_convention(name: str):
     """The signature row called `name`; a ValueError listing the names otherwise."""
     rows = rows_by_name()
     if name not in rows:
-        from ._signature_rows import ROWS
+        from .rows import ROWS
 
         raise ValueError(f"unknown convention {name!r}; the conventions are: "
                          + ", ".join(r.name for r in ROWS))
@@ -292,7 +292,7 @@ def _log_softmax_of(fw: str) -> Callable:
 
         return lambda x: tf.nn.log_softmax(x, axis=-1)
     if fw == "numpy":
-        from .reference import _log_softmax
+        from ..reference import _log_softmax
 
         return _log_softmax
     raise ValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
@@ -313,7 +313,7 @@ def _through_log_softmax(row, case: Case, prep, cache: dict | None):
     if case.inputs == "logits":
         loss, grad = case.reference()
     else:  # log-probabilities are logits too (log_softmax is idempotent)
-        from . import reference
+        from .. import reference
 
         with np.errstate(all="ignore"):
             loss, grad = reference.ctc_loss_and_grad(
@@ -340,7 +340,7 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
     move = _moved(fw, device)
     pre = _log_softmax_of(fw) if through_log_softmax else None
     if pre is not None:
-        from ._signature_rows import _X_NAMES
+        from .rows import _X_NAMES
 
         x_name = next(p for p in sig.parameters if p in _X_NAMES)
 
@@ -370,7 +370,7 @@ def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
     """A user's `fn` in `row`'s convention on `fw` arrays against the reference; None
     when the convention does not accept the case.  `through_log_softmax`: feed it
     log_softmax(logits) and compare the gradient w.r.t. the logits."""
-    from ._signature_rows import run_on
+    from .rows import run_on
 
     if not row.applicable(case):
         return None
