@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
-from ._compute import ctc_loss, ctc_loss_and_grad
+from .canonical import ctc_loss, ctc_loss_and_grad
 from .errors import (
     CTCError,
     CTCTypeError,

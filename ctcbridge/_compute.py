@@ -1,9 +1,9 @@
-"""The canonical CTC call, numpy in and out.
+"""The one engine call, numpy in and out, that everything else goes through.
 
 Every framework signature of ctcbridge translates its arguments into one call
 of :func:`compute`, which validates and converts numpy arrays, runs the C
-engine and returns per-sample losses and the gradient.  :func:`ctc_loss` and
-:func:`ctc_loss_and_grad` are the public, framework-neutral API built on it.
+engine and returns per-sample losses and the gradient.  The public,
+framework-neutral API (:mod:`ctcbridge.canonical`) is built on it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from .errors import CTCTypeError, CTCValueError
 
 LAYOUTS = ("TNC", "NTC")
 INPUT_KINDS = {"logits": _engine.INPUT_LOGITS, "log_probs": _engine.INPUT_LOG_PROBS}
-REDUCTIONS = ("none", "sum", "mean")
 INFEASIBLE = {
     "inf": _engine.INFEASIBLE_INF,
     "zero": _engine.INFEASIBLE_ZERO,
@@ -277,107 +276,3 @@ def compute(
         losses = losses.astype(out_dtype)
         grad = grad.astype(out_dtype) if grad is not None else None
     return losses, grad
-
-
-def _reduce(losses: np.ndarray, reduction: str):
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum(dtype=losses.dtype)
-    if losses.size == 0:
-        return losses.dtype.type(np.nan)
-    return losses.mean(dtype=losses.dtype)
-
-
-def _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
-               reduction, zero_infinity, num_threads, want_grad):
-    _choice(reduction, "reduction", REDUCTIONS)
-    losses, grad = compute(
-        activations,
-        labels,
-        input_lengths,
-        label_lengths,
-        blank=blank,
-        layout=layout,
-        inputs=inputs,
-        infeasible="zero" if zero_infinity else "inf",
-        want_grad=want_grad,
-        num_threads=num_threads,
-    )
-    if grad is not None and reduction == "mean" and losses.size:
-        grad /= grad.dtype.type(losses.size)
-    return _reduce(losses, reduction), grad
-
-
-def ctc_loss(
-    activations,
-    labels,
-    input_lengths=None,
-    label_lengths=None,
-    *,
-    blank=0,
-    layout="TNC",
-    inputs="logits",
-    reduction="none",
-    zero_infinity=False,
-    num_threads=0,
-):
-    """CTC negative log-likelihood, numpy in and out.
-
-    Parameters
-    ----------
-    activations : array (T, N, C) for ``layout="TNC"`` or (N, T, C) for ``"NTC"``
-        Unnormalised logits (``inputs="logits"``; log-softmax is applied
-        inside) or per-frame log-probabilities (``inputs="log_probs"``).
-        float32 and float64 are kept; other float dtypes are computed in
-        float32 (float64 for wider ones) and cast back.
-    labels : int array (N, S) padded, or 1-D concatenated
-        Padded rows are read up to ``label_lengths[n]``; concatenated labels
-        need ``label_lengths`` (unless N = 1).  Any value in [0, C).
-    input_lengths, label_lengths : int sequences of length N, optional
-        Default: T frames, S labels for every sample.
-    blank : int in [0, C)
-    reduction : ``"none"`` (per-sample losses, shape (N,)), ``"sum"`` or
-        ``"mean"`` (batch mean).
-    zero_infinity : bool
-        Infeasible samples give loss 0 (and gradient 0) instead of +inf.
-    num_threads : int
-        Engine threads over the batch; 0 uses every core available.
-
-    Examples
-    --------
-    >>> import numpy as np, ctcbridge
-    >>> x = np.zeros((4, 1, 3), dtype=np.float32)      # T=4, N=1, C=3
-    >>> loss = ctcbridge.ctc_loss(x, [[1, 2]])
-    >>> loss.shape, loss.dtype
-    ((1,), dtype('float32'))
-    """
-    return _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
-                      reduction, zero_infinity, num_threads, want_grad=False)[0]
-
-
-def ctc_loss_and_grad(
-    activations,
-    labels,
-    input_lengths=None,
-    label_lengths=None,
-    *,
-    blank=0,
-    layout="TNC",
-    inputs="logits",
-    reduction="none",
-    zero_infinity=False,
-    num_threads=0,
-):
-    """``(loss, grad)``: :func:`ctc_loss` and its gradient w.r.t. ``activations``.
-
-    Same arguments as :func:`ctc_loss`.  ``grad`` has the shape and dtype of
-    ``activations``: ``softmax - gamma`` for logits, the exact ``-gamma`` for
-    log-probabilities, 0 on frames past each input length.  It is the
-    gradient of the reduced loss: of the sum of the per-sample losses for
-    ``"none"`` and ``"sum"``, divided by N for ``"mean"``.  An infeasible
-    sample has loss +inf and gradient NaN (on its frames) unless
-    ``zero_infinity``.
-    """
-    return _canonical(activations, labels, input_lengths, label_lengths, blank, layout, inputs,
-                      reduction, zero_infinity, num_threads, want_grad=True)

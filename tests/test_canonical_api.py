@@ -28,7 +28,7 @@ def test_signature():
         "reduction", "zero_infinity", "num_threads"]
     assert [p.default for p in params[2:]] == [None, None, 0, "TNC", "logits", "none", False, 0]
     assert all(p.kind is p.KEYWORD_ONLY for p in params[4:])
-    assert inspect.signature(ctcbridge.ctc_loss_and_grad) == inspect.signature(ctcbridge.ctc_loss)
+    assert inspect.signature(ctcbridge.ctc_loss_and_grad).parameters == inspect.signature(ctcbridge.ctc_loss).parameters
 
 
 def test_reductions_and_grad_scale(x):

@@ -34,6 +34,7 @@ import pytest
 
 import ctcbridge
 import ctcbridge._compute
+import ctcbridge.canonical
 import ctcbridge.conventions
 import ctcbridge.convert
 import ctcbridge.explain
@@ -177,7 +178,7 @@ def test_mkdocs_nav_lists_every_page():
 
 @pytest.mark.parametrize(
     "module",
-    [ctcbridge, ctcbridge._compute, ctcbridge.convert, ctcbridge.conventions,
+    [ctcbridge, ctcbridge.canonical, ctcbridge._compute, ctcbridge.convert, ctcbridge.conventions,
      ctcbridge.explain],
     ids=lambda m: m.__name__)
 def test_docstring_examples(module):

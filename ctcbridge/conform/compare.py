@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._compute import ctc_loss_and_grad
+from ..canonical import ctc_loss_and_grad
 from .corpus import Case
 
 # Worst errors allowed, (loss relative, gradient absolute), per dtype.  float32
