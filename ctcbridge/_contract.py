@@ -1,4 +1,4 @@
-"""What a signature asks of the engine, independent of any framework.
+"""The contract between the signature modules and the bridges.
 
 A signature module builds a :class:`CTCCall`: a ``prepare`` function that
 receives the activations and the auxiliary arrays (labels, lengths,
@@ -6,16 +6,27 @@ paddings...) as numpy arrays and returns the canonical engine call, and the
 shape facts a framework needs before it has the values (batch size and axis,
 for symbolic tracing).  Bridges run :func:`run` on numpy values, eagerly or
 inside their framework's callback mechanism.
+
+Signatures speak only this module (and :mod:`ctcbridge.errors`): besides the
+call it holds the few helpers every signature needs to read its arguments
+(:func:`shape_of`, :func:`integral`, :func:`as_int`, :func:`reraise_as`).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from . import _compute as canonical, _threads
+from ._compute import _as_int as as_int
+from .errors import CTCError, CTCTypeError, EngineError
+
+__all__ = ["CTCCall", "Prepared", "factory", "make", "rebuild", "call_of", "run", "shape_of",
+           "integral", "as_int", "reraise_as"]
 
 
 @dataclass
@@ -75,6 +86,19 @@ def rebuild(key: tuple) -> CTCCall:
     return make(*key)
 
 
+_BY_KEY: dict = {}
+
+
+def call_of(key) -> CTCCall:
+    """The call of a key, a tuple or its ``repr`` string, rebuilt the first time and
+    kept: compiled code (torch.compile's fake kernels, MXNet CustomOp parameters,
+    PyTensor/Theano Op props) carries only the key, never the Python objects."""
+    call = _BY_KEY.get(key)
+    if call is None:
+        call = _BY_KEY[key] = rebuild(ast.literal_eval(key) if isinstance(key, str) else key)
+    return call
+
+
 def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True,
         framework: str = "numpy"):
     """(losses (N,), grad shaped like `activations` or None), numpy.
@@ -91,3 +115,51 @@ def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: boo
     if prep.post is not None:  # e.g. a native's own value for infeasible samples
         losses, grad = prep.post(losses, grad)
     return losses, grad
+
+
+# --- reading a signature's arguments
+
+
+def shape_of(x) -> tuple:
+    """The shape of an array of any framework (or of nested lists); for symbolic
+    variables (PyTensor, Theano) the static shape, None where a size is unknown."""
+    root = type(x).__module__.split(".", 1)[0]  # no framework is imported to ask
+    if root == "pytensor":
+        return tuple(x.type.shape)
+    if root == "theano":  # Theano 1.0.5 knows only which sizes are 1
+        return tuple(1 if b else None for b in x.broadcastable)
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return np.shape(x)
+    try:
+        return tuple(shape)
+    except TypeError:  # TF TensorShape with unknown rank
+        return ()
+
+
+def integral(arr: np.ndarray, name: str, error=None) -> np.ndarray:
+    """An int64 copy of integer values; `error` (a CTCError subclass) otherwise."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise (error or CTCTypeError)(f"{name} must be integral, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def reraise_as(error_type):
+    """Decorator: re-raise every ctcbridge error of the call as `error_type`
+    (keeping the message), for signatures whose native raises one type."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except CTCError as exc:
+                # an engine failure (memory) is not about the input: it keeps its type
+                if isinstance(exc, (error_type, EngineError)):
+                    raise
+                raise error_type(str(exc)) from None
+
+        return inner
+
+    return wrap

@@ -44,16 +44,15 @@ framework's differentiable op; on numpy arrays a numpy result.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 
 from ._bridges import bridge_for
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import shape_of
-from .errors import CTCTypeError, CTCValueError
+from ._contract import CTCCall, Prepared, factory, make, shape_of
+from .errors import (ChainerAssertionError, ChainerIndexError, CTCTypeError, CTCValueError,
+                     chainer_invalid_type)
 
 __all__ = ["connectionist_temporal_classification"]
 
@@ -61,38 +60,12 @@ _REDUCE = ("mean", "no")
 _NODE = "ConnectionistTemporalClassification"
 
 
-class ChainerIndexError(CTCValueError, IndexError):
-    """A label outside [-V, V): the ``IndexError`` Chainer's indexing raises."""
-
-
-class ChainerAssertionError(CTCValueError, AssertionError):
-    """What Chainer asserts (blank range, 2-D frames, lengths in debug mode)."""
-
-
-_invalid_type_class = None
-
-
 def invalid_type(expect: str, actual: str, function: str = _NODE) -> Exception:
-    """Chainer's ``InvalidType`` (type_check) with its message, when chainer is imported;
-    a CTCTypeError with the same message otherwise."""
-    global _invalid_type_class
+    """Chainer's ``InvalidType`` (type_check) with its message (see
+    :func:`ctcbridge.errors.chainer_invalid_type`)."""
     msg = (f"\nInvalid operation is performed in: {function} (Forward)\n\n"
            f"Expect: {expect}\nActual: {actual}")
-    if "chainer" not in sys.modules:
-        return CTCTypeError(msg)
-    if _invalid_type_class is None:
-        from chainer.utils.type_check import InvalidType
-
-        class ChainerInvalidType(CTCTypeError, InvalidType):
-            def __init__(self, msg, expect=None, actual=None):
-                Exception.__init__(self, msg)
-                self.expect, self.actual = expect, actual
-
-            def __reduce__(self):
-                return type(self), (self.args[0], self.expect, self.actual)
-
-        _invalid_type_class = ChainerInvalidType
-    return _invalid_type_class(msg, expect, actual)
+    return chainer_invalid_type(msg, expect, actual)
 
 
 _INT32 = "<class 'numpy.int32'>"

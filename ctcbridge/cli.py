@@ -20,6 +20,8 @@ import math
 import sys
 import time
 
+from .errors import CTCValueError
+
 
 def _versions() -> str:
     from . import __version__, engine_version
@@ -58,7 +60,7 @@ def _load_cases(args):
     if args.cases:
         cases = [c for c in cases if any(k in c.name or k in c.tags for k in args.cases)]
         if not cases:
-            raise ValueError(f"no corpus case matches {args.cases}")
+            raise CTCValueError(f"no corpus case matches {args.cases}")
     return cases, dict(path=str(path), version=corpus_version(path),
                        cases=[c.name for c in cases])
 
@@ -118,7 +120,7 @@ def _conform(args: argparse.Namespace) -> int:
         return _list_conventions()
     if args.impl or args.convention:
         if not (args.impl and args.convention):
-            raise ValueError("--impl and --convention go together")
+            raise CTCValueError("--impl and --convention go together")
         return _conform_impl(args)
     return _conform_all(args)
 
@@ -146,7 +148,7 @@ def _conform_all(args) -> int:
         wanted = args.framework.split(",")
         missing = [fw for fw in wanted if fw not in frameworks]
         if missing:
-            raise ValueError(f"framework(s) {', '.join(missing)} not installed here "
+            raise CTCValueError(f"framework(s) {', '.join(missing)} not installed here "
                              f"(installed: {', '.join(frameworks)})")
         frameworks = [fw for fw in frameworks if fw in wanted]
     progress = _Progress()
@@ -207,7 +209,7 @@ def _conform_impl(args) -> int:
     if args.framework:
         fw = args.framework
         if fw not in installed:
-            raise ValueError(f"framework {fw!r} is not installed here "
+            raise CTCValueError(f"framework {fw!r} is not installed here "
                              f"(installed: {', '.join(installed)})")
     else:  # the arrays the convention's native takes, else numpy (loss only)
         fw = next((f for f in row.native_frameworks if f in installed), "numpy")

@@ -29,8 +29,8 @@ from __future__ import annotations
 from numbers import Number
 
 from ._bridges import bridge_for, framework_of
-from ._signature import reraise_as
-from .errors import CTCRuntimeError
+from ._contract import reraise_as
+from .errors import CTCAssertionError, CTCRuntimeError
 from .mxnet import _ctc
 
 __all__ = ["CTCLoss"]
@@ -39,9 +39,9 @@ __all__ = ["CTCLoss"]
 def _check_layouts(layout, label_layout):
     # Gluon asserts these in the constructor, with these messages
     if layout not in ("NTC", "TNC"):
-        raise AssertionError(f"Only 'NTC' and 'TNC' layouts for pred are supported. Got: {layout}")
+        raise CTCAssertionError(f"Only 'NTC' and 'TNC' layouts for pred are supported. Got: {layout}")
     if label_layout not in ("NT", "TN"):
-        raise AssertionError(
+        raise CTCAssertionError(
             f"Only 'NT' and 'TN' layouts for label are supported. Got: {label_layout}")
 
 
@@ -49,8 +49,6 @@ def _check_layouts(layout, label_layout):
 def _ctc_loss(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
               layout="NTC", label_layout="NT", weight=None):
     """Gluon's CTCLoss forward on any framework's arrays (pred's framework out)."""
-    if weight is not None and not isinstance(weight, Number):
-        raise AssertionError("weight must be a number")
     loss = _ctc(pred, label, pred_lengths, label_lengths, blank_last=True, layout=layout,
                 label_layout=label_layout)
     if sample_weight is not None:
@@ -73,6 +71,8 @@ class _Shared:
         self._label_layout = label_layout
 
     def _loss(self, pred, label, pred_lengths=None, label_lengths=None, sample_weight=None):
+        if self._weight is not None and not isinstance(self._weight, Number):
+            raise CTCAssertionError("weight must be a number")  # Gluon asserts it per call
         return _ctc_loss(pred, label, pred_lengths, label_lengths, sample_weight,
                          layout=self._layout, label_layout=self._label_layout,
                          weight=self._weight)

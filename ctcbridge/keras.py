@@ -21,9 +21,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from ._compute import _as_int
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
 from .errors import CTCValueError
 from .tensorflow import _end_at_blank, _padded, _prepare_dense, _tf_prepare_dense
 
@@ -50,7 +48,7 @@ def ctc_loss(target, output, target_length, output_length, mask_index=0):
     """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,)."""
     if len(shape_of(output)) != 3:
         raise CTCValueError(f"output must be 3-D (B, T, C), got shape {shape_of(output)}")
-    blank = _as_int(mask_index, "mask_index")
+    blank = as_int(mask_index, "mask_index")
     call = make("keras.ctc_loss", blank)
     bridge = bridge_for(output, target, target_length, output_length)
     return bridge.ctc(call, output, [target, target_length, output_length])

@@ -55,9 +55,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for, framework_of
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import integral, reraise_as, shape_of
-from ._compute import _as_int
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
 from .errors import CTCRuntimeError
 
 __all__ = ["ctc_loss", "CTCLoss", "WarpCTC"]
@@ -282,8 +280,8 @@ def _warpctc_call(label_length, input_length):
 def WarpCTC(data, label, label_length=0, input_length=0):
     """MXNet's WarpCTC plugin with ctcbridge's engine (see the module doc): returns
     ``softmax(data)``, (T*N, C); its backward gives ``softmax - gamma``."""
-    label_length = _as_int(label_length, "label_length")
-    input_length = _as_int(input_length, "input_length")
+    label_length = as_int(label_length, "label_length")
+    input_length = as_int(input_length, "input_length")
     if label_length < 0:
         raise _ERR(f"label_length = {label_length} is negative")
     if input_length <= 0:

@@ -26,9 +26,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from ._compute import _as_int
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
 from .errors import CTCValueError
 
 __all__ = ["ctc_loss"]
@@ -256,7 +254,7 @@ def _call(blank_id, log_epsilon):
 
 def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
     """``optax.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
-    blank_id = _as_int(blank_id, "blank_id")
+    blank_id = as_int(blank_id, "blank_id")
     log_epsilon = float(log_epsilon)
     shape = shape_of(logits)
     if len(shape) != 3:

@@ -38,10 +38,8 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for, framework_of
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from ._compute import _as_int
-from .errors import CTCValueError
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
+from .errors import CTCTypeError, CTCValueError
 
 __all__ = ["ctc_loss", "ctc_loss_v1"]
 
@@ -327,8 +325,8 @@ def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True,
             raise CTCValueError("Argument `blank_index` must be provided when labels is a "
                                 "SparseTensor.")
         return _sparse_call(labels, logits, logit_length, time_major,
-                            _as_int(blank_index, "blank_index"), False, True, False)
-    blank = 0 if blank_index is None else _as_int(blank_index, "blank_index")
+                            as_int(blank_index, "blank_index"), False, True, False)
+    blank = 0 if blank_index is None else as_int(blank_index, "blank_index")
     call = make("tf.dense", time_major, blank)
     return _run(call, logits, [labels, label_length, logit_length])
 
@@ -343,7 +341,7 @@ def ctc_loss_v1(labels, inputs=None, sequence_length=None, preprocess_collapse_r
     if inputs is None:
         raise CTCValueError("`inputs` (or its alias `logits`) is required")
     if not _is_sparse(labels):
-        raise TypeError("Expected labels (first argument) to be a SparseTensor")
+        raise CTCTypeError("Expected labels (first argument) to be a SparseTensor")
     if sequence_length is None:
         raise CTCValueError("`sequence_length` is required")
     shape = shape_of(inputs)

@@ -44,8 +44,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for
-from ._contract import CTCCall, Prepared, factory, make
-from ._signature import shape_of
+from ._contract import CTCCall, Prepared, factory, make, shape_of
 from .errors import CTCRuntimeError, CTCTypeError, CTCValueError
 
 __all__ = ["ctc", "ConnectionistTemporalClassification"]

@@ -27,22 +27,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..errors import CTCError
-from .._contract import CTCCall, rebuild, run
-
-
-class CTCGradientError(CTCError, AssertionError):
-    """Differentiating a ``compute_grad=False`` Op (Theano asserts, an AssertionError)."""
-
-
-_CALLS: dict = {}
-
-
-def _call(key: tuple) -> CTCCall:
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(key)
-    return call
+from .._contract import CTCCall, call_of as _call, run
+from ..errors import CTCGradientError
 
 
 def make_op_class(lib: SimpleNamespace):

@@ -18,6 +18,7 @@ import numpy as np
 from chainer import backend
 
 from .._contract import CTCCall, run
+from ..errors import GradientNotComputedError
 
 
 def _cpu(a) -> np.ndarray:
@@ -44,7 +45,7 @@ class CTCNode(chainer.FunctionNode):
     def backward(self, indexes, grad_outputs):
         (gy,) = grad_outputs
         if self._grad is None:
-            raise RuntimeError("ctcbridge: the gradient was not computed (the activations did "
+            raise GradientNotComputedError("ctcbridge: the gradient was not computed (the activations did "
                                "not require grad, or backprop was disabled, when the loss was "
                                "computed)")
         grad = self._grad

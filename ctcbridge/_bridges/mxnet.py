@@ -15,23 +15,12 @@ gradient and write the engine's gradient as is, as MXNet's WarpCTC plugin did.
 
 from __future__ import annotations
 
-import ast
-
 import mxnet as mx
 import numpy as np
 
-from .._contract import CTCCall, rebuild, run
+from .._contract import CTCCall, call_of as _get, run
 
-_CALLS: dict = {}
-_OP_TYPE = "ctcbridge_ctc"
-
-
-def _get(key: str) -> CTCCall:
-    """The call of a key string (CustomOp parameters are strings), rebuilt once."""
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(ast.literal_eval(key))
-    return call
+_OP_TYPE = "ctcbridge_ctc"  # CustomOp parameters are strings: the call travels as its key
 
 
 def _is_symbol(x) -> bool:
@@ -141,7 +130,6 @@ class _CustomCTCProp(mx.operator.CustomOpProp):
 
 def _symbol_ctc(call: CTCCall, x, aux, head_grad: bool):
     key = repr(call.key)
-    _CALLS.setdefault(key, call)
     out = mx.sym.Custom(x, *aux, key=key, n_aux=str(len(aux)),
                         head_grad="1" if head_grad else "0", op_type=_OP_TYPE)
     return out[0]

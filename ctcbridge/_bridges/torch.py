@@ -12,24 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import ast
-
-from .._contract import CTCCall, rebuild, run
-
-_CALLS: dict[str, CTCCall] = {}
+from .._contract import CTCCall, call_of as _get, run
+from ..errors import GradientNotComputedError
 
 
 def _key(call: CTCCall) -> str:
-    return repr(call.key)
-
-
-def _get(key: str) -> CTCCall:
-    """The call of a key string, rebuilt from it the first time (fake kernels under
-    torch.compile see only the key)."""
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(ast.literal_eval(key))
-    return call
+    return repr(call.key)  # fake kernels under torch.compile see only this string
 
 
 @torch.library.custom_op("ctcbridge::ctc", mutates_args=())
@@ -62,7 +50,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, g_losses, _g_grad):
     (grad,) = ctx.saved_tensors
     if grad.numel() == 0 and g_losses.numel():
-        raise RuntimeError("ctcbridge: the gradient was not computed (the activations did not "
+        raise GradientNotComputedError("ctcbridge: the gradient was not computed (the activations did not "
                            "require grad when the loss was computed)")
     # traced code (this op exists for torch.compile) must not branch on values:
     # older torch versions trace this backward with is_compiling() False

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..canonical import ctc_loss_and_grad
+from ..errors import CTCValueError
 from .corpus import Case
 
 # Worst errors allowed, (loss relative, gradient absolute), per dtype.  float32
@@ -222,7 +223,7 @@ def find_convention(name: str):
     if name not in rows:
         from .rows import ROWS
 
-        raise ValueError(f"unknown convention {name!r}; the conventions are: "
+        raise CTCValueError(f"unknown convention {name!r}; the conventions are: "
                          + ", ".join(r.name for r in ROWS))
     return rows[name]
 
@@ -231,7 +232,7 @@ def load_impl(spec: str) -> Callable:
     """The function named by ``module:function`` (dotted attributes allowed) or
     ``path/to/file.py:function``; the current directory is importable."""
     if ":" not in spec:
-        raise ValueError(f"--impl wants module:function or file.py:function, got {spec!r}")
+        raise CTCValueError(f"--impl wants module:function or file.py:function, got {spec!r}")
     target, attr = spec.rsplit(":", 1)
     if target.endswith(".py"):
         from importlib.util import module_from_spec, spec_from_file_location
@@ -240,7 +241,7 @@ def load_impl(spec: str) -> Callable:
         path = Path(target).resolve()
         mod_spec = spec_from_file_location(path.stem, path)
         if mod_spec is None or not path.is_file():
-            raise ValueError(f"no Python file {target}")
+            raise CTCValueError(f"no Python file {target}")
         module = module_from_spec(mod_spec)
         sys.modules.setdefault(path.stem, module)
         mod_spec.loader.exec_module(module)
@@ -252,7 +253,7 @@ def load_impl(spec: str) -> Callable:
     for part in attr.split("."):
         fn = getattr(fn, part)
     if not callable(fn):
-        raise ValueError(f"{spec} is not callable")
+        raise CTCValueError(f"{spec} is not callable")
     return fn
 
 
@@ -271,7 +272,7 @@ def _moved(fw: str, device: str):
         dev = jax.devices(device)[0]
         return (lambda v: jax.device_put(v, dev) if isinstance(v, jax.Array) else v,
                 lambda out: jax.device_put(out, jax.devices("cpu")[0]))
-    raise ValueError(f"--device is supported for torch and jax arrays, not {fw}")
+    raise CTCValueError(f"--device is supported for torch and jax arrays, not {fw}")
 
 
 # Conventions whose activations are log-probabilities (time-major, like the corpus):
@@ -295,7 +296,7 @@ def _log_softmax_of(fw: str) -> Callable:
         from ..reference import _log_softmax
 
         return _log_softmax
-    raise ValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
+    raise CTCValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
 
 
 def _through_log_softmax(row, case: Case, prep, cache: dict | None):
@@ -305,7 +306,7 @@ def _through_log_softmax(row, case: Case, prep, cache: dict | None):
     from dataclasses import replace
 
     if row.name not in LOG_PROB_CONVENTIONS:
-        raise ValueError(f"--through-log-softmax is for the log-probability conventions "
+        raise CTCValueError(f"--through-log-softmax is for the log-probability conventions "
                          f"({', '.join(LOG_PROB_CONVENTIONS)}), not {row.name}")
     key = ("through-log-softmax", row.name, case.name)
     if cache is not None and key in cache:

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CTCValueError
+
 # Bump when the cases change (names, seeds, shapes): the file name carries it.
 CORPUS_VERSION = 1
 FORMAT = "ctcbridge-corpus"
@@ -329,7 +331,7 @@ def load(path=None) -> list[Case]:
     path = corpus_path() if path is None else path
     with np.load(path, allow_pickle=False) as data:
         if "format" not in data or str(data["format"]) != FORMAT:
-            raise ValueError(f"{path} is not a ctcbridge corpus (no format = {FORMAT!r})")
+            raise CTCValueError(f"{path} is not a ctcbridge corpus (no format = {FORMAT!r})")
         cases = []
         for name in data["names"].tolist():
             f = {k: data[f"{name}/{k}"] for k in (

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import reference
 from .._bridges import framework_of
-from .._signature import shape_of
+from .._contract import shape_of
 from ..convert import Labels
 from .corpus import Case, required_frames
 
@@ -310,6 +310,7 @@ def _mxnet_crash_guard(lengths):
     """MXNet's CTC can corrupt the heap on frames-free samples (double free, a crash
     later in the process): refuse them, so a native row fails its cell instead."""
     if lengths is not None and (lengths.asnumpy() < 1).any():
+        # a RuntimeError as the native would raise, and the text conform prints
         raise RuntimeError("not run: MXNet's CTC corrupts memory on zero-length inputs")
 
 
