@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from ._bridges import framework_of
+from ._numerics import logsumexp
 from .errors import CTCTypeError, CTCValueError
 
 __all__ = [
@@ -94,8 +95,8 @@ class _Ops:
             self.xp, self.asarray = xp, (lambda a: a) if self.fw == "jax" else np.asarray
             self.transpose = lambda a, axes: xp.transpose(a, axes)
             self.take = lambda a, idx: a[..., xp.asarray(idx)]
-            self.log_softmax = lambda a: a - _logsumexp(xp, a)
-            self.softmax = lambda a: xp.exp(a - _logsumexp(xp, a))
+            self.log_softmax = lambda a: a - logsumexp(a, keepdims=True, xp=xp)
+            self.softmax = lambda a: xp.exp(a - logsumexp(a, keepdims=True, xp=xp))
             self.stack, self.unstack = xp.stack, lambda a: [a[t] for t in range(a.shape[0])]
 
     def reshape(self, a, shape):
@@ -104,12 +105,6 @@ class _Ops:
 
             return tf.reshape(a, shape)
         return a.reshape(shape)
-
-
-def _logsumexp(xp, a):
-    m = xp.max(a, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)
-    return m + xp.log(xp.sum(xp.exp(a - m), axis=-1, keepdims=True))
 
 
 def _check(value, name, allowed):
@@ -365,9 +360,9 @@ class Labels:
         row's values are read in column order."""
         if values is None:
             indices, values, dense_shape = indices.indices, indices.values, indices.dense_shape
-        from .tensorflow import _sparse_rows  # TF's reading, shared (imports no TF)
+        from ._natives.tensorflow import sparse_rows  # TF's reading (imports no TF)
 
-        return cls.from_list(_sparse_rows(np.asarray(indices), np.asarray(values),
+        return cls.from_list(sparse_rows(np.asarray(indices), np.asarray(values),
                                           np.asarray(dense_shape)))
 
     @classmethod

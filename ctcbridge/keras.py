@@ -23,11 +23,11 @@ import numpy as np
 from ._bridges import bridge_for
 from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
 from .errors import CTCValueError
-from .tensorflow import _end_at_blank, _padded, _prepare_dense, _tf_prepare_dense
+from ._natives import tensorflow as tf_native
+from .conventions import KERAS_EPSILON  # keras.backend.epsilon()
+from .tensorflow import _padded, _prepare_dense, _tf_prepare_dense
 
 __all__ = ["ctc_loss", "ctc_batch_cost"]
-
-EPSILON = 1e-7  # keras.backend.epsilon()
 
 
 @factory("keras.ctc_loss")
@@ -58,7 +58,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
     if y_pred.ndim != 3:
         raise CTCValueError(f"y_pred must be 3-D (B, T, C), got shape {y_pred.shape}")
     B, T, C = y_pred.shape
-    eps = y_pred.dtype.type(EPSILON) if y_pred.dtype.kind == "f" else EPSILON
+    eps = y_pred.dtype.type(KERAS_EPSILON) if y_pred.dtype.kind == "f" else KERAS_EPSILON
     logits = np.log(y_pred + eps)
     labels = np.asarray(y_true)
     labels = labels.astype(np.int64) if labels.dtype.kind == "f" else integral(labels, "y_true")
@@ -68,7 +68,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
         if arr.shape != (B,):
             raise CTCValueError(f"{name} must have shape ({B}, 1), got {arr.size} values")
     # the labels reach TF v1's kernel (blank C - 1): a blank ends the sequence
-    rows = _end_at_blank([labels[n, : max(int(label_length[n]), 0)] for n in range(B)],
+    rows = tf_native.end_at_blank([labels[n, : max(int(label_length[n]), 0)] for n in range(B)],
                          C - 1, C)
     labels, label_length = _padded(rows)
     for n in range(B):

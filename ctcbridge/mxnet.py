@@ -56,6 +56,8 @@ import numpy as np
 
 from ._bridges import bridge_for, framework_of
 from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
+from ._natives import warpctc
+from ._numerics import softmax
 from .errors import CTCRuntimeError
 
 __all__ = ["ctc_loss", "CTCLoss", "WarpCTC"]
@@ -138,31 +140,9 @@ def _prepare_ctc(data, label, *lengths, blank_last, use_dl, use_ll, layout="TNC"
         dict(input_lengths=input_lengths, label_lengths=label_lengths,
              blank=C - 1 if blank_last else 0, layout=layout, inputs="logits",
              infeasible="inf", warp_blank_labels=True),
-        post=partial(_warp_infeasible, data, labels, input_lengths, label_lengths,
+        post=partial(warpctc.mxnet_values, data, labels, input_lengths, label_lengths,
                      layout == "TNC"),
     )
-
-
-def _warp_infeasible(data, labels, input_lengths, label_lengths, time_major, losses, grad):
-    """warp-ctc's (MXNet's) values for samples without an alignment.
-
-    Too few frames (L + repeats > T_b): loss 0 and gradient 0 (MXNet leaves
-    that gradient uninitialised).  Enough frames but probability 0 (-inf
-    logits): loss +inf and the softmax as gradient on the sample's frames
-    (no alignment occupies any state)."""
-    for n in np.flatnonzero(np.isposinf(losses)):
-        seq = labels[n, : label_lengths[n]]
-        Tb = int(input_lengths[n])
-        short = seq.size + int(np.count_nonzero(seq[1:] == seq[:-1])) > Tb
-        losses[n] = 0.0 if short else np.inf
-        if grad is None:
-            continue
-        g = grad[:, n] if time_major else grad[n]
-        g[...] = 0.0
-        if not short:
-            x = data[:Tb, n] if time_major else data[n, :Tb]
-            g[:Tb] = _softmax(x)
-    return losses, grad
 
 
 @factory("mxnet.ctc_loss")
@@ -215,12 +195,6 @@ CTCLoss = ctc_loss  # MXNet's alias (mx.nd.contrib.CTCLoss is the same operator)
 # --- WarpCTC ---------------------------------------------------------------
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
-
-
 def _prepare_warpctc(flat, data, label, *, label_length, input_length):
     """``flat`` is ``data`` reshaped to (T*N*C, 1): one "sample" per output element,
     so that every framework's bridge maps the output's gradient element by element."""
@@ -259,8 +233,8 @@ def _prepare_warpctc(flat, data, label, *, label_length, input_length):
     def post(losses, grad):
         # warp-ctc's values without an alignment, then the plugin's outputs: the
         # softmax, and the gradient for the flat input (T*N*C, 1)
-        _, grad = _warp_infeasible(x, packed, input_lengths, lengths, True, losses, grad)
-        return (_softmax(data).reshape(-1).astype(data.dtype),
+        _, grad = warpctc.mxnet_values(x, packed, input_lengths, lengths, True, losses, grad)
+        return (softmax(data.astype(np.float64)).reshape(-1).astype(data.dtype),
                 None if grad is None else grad.reshape(-1, 1))
 
     return Prepared(x, packed,

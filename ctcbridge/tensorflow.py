@@ -39,6 +39,7 @@ import numpy as np
 
 from ._bridges import bridge_for, framework_of
 from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
+from ._natives import tensorflow as tf_native
 from .errors import CTCTypeError, CTCValueError
 
 __all__ = ["ctc_loss", "ctc_loss_v1"]
@@ -46,18 +47,6 @@ __all__ = ["ctc_loss", "ctc_loss_v1"]
 
 def _is_sparse(x) -> bool:
     return framework_of(x) == "tensorflow" and type(x).__name__ == "SparseTensor"
-
-
-def _sparse_rows(indices, values, dense_shape):
-    """A SparseTensor's values per row, in column order."""
-    indices = integral(indices, "labels.indices").reshape(-1, 2)
-    values = integral(values, "labels.values").reshape(-1)
-    B = int(np.asarray(dense_shape).reshape(-1)[0])
-    order = np.lexsort((indices[:, 1], indices[:, 0]))
-    rows = [[] for _ in range(B)]
-    for k in order:
-        rows[int(indices[k, 0])].append(int(values[k]))
-    return [np.asarray(r, dtype=np.int64) for r in rows]
 
 
 def _to_tnc(x, time_major):
@@ -74,74 +63,6 @@ def _padded(rows):
     for n, r in enumerate(rows):
         labels[n, : r.size] = r
     return labels, np.array([r.size for r in rows], dtype=np.int64)
-
-
-def _softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-LOG_0 = float(np.float32(np.log(1e-307)))  # TF dense's log(0): -706.8936
-
-
-def _lse(x, axis):
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
-
-
-def _tf_dense_lattice(logits, labels, length, blank):
-    """TF's dense CTC for one sample (tf.nn.ctc_loss, ctc_loss_dense), in float64.
-
-    States: ``label[0..S]`` (label[0] the start, emitting nothing) then
-    ``blank[0..S]``, over the padded width S.  The loss is read from the
-    backward pass from the start state, with the final weights log(1e-307)
-    for every state but label[L] and blank[L]; the gradient is softmax minus
-    the per-frame normalised forward-backward posterior, where the forward
-    pass also starts every state but the start at log(1e-307).  Used for
-    samples without a valid alignment, where TF's sentinel is its answer.
-    ``logits`` holds the sample's used frames (T_b, C).
-    """
-    T, C = logits.shape
-    S = labels.size
-    D = 2 * (S + 1)
-    lab = np.arange(S + 1)
-    blk = S + 1 + np.arange(S + 1)
-    NEG = -np.inf
-    trans = np.full((D, D), NEG)  # trans[to, from]
-    trans[np.arange(D), np.arange(D)] = 0.0
-    trans[lab[1:], blk[:-1]] = 0.0  # blank i -> label i+1
-    trans[blk, lab] = 0.0  # label i -> blank i (the start included)
-    trans[1, 0] = 0.0  # start -> label 1
-    if S >= 2:  # label i -> label i+1 unless a repeat
-        allowed = labels[:-1] != labels[1:]
-        trans[lab[2:][allowed], lab[1:-1][allowed]] = 0.0
-    lp = logits - _lse(logits, -1)[:, None]
-    obs = np.full((T, D), NEG)
-    obs[:, lab[1:]] = lp[:, labels]
-    obs[:, blk] = lp[:, [blank]]
-    final = np.full(D, LOG_0)
-    final[[lab[length], blk[length]]] = 0.0
-    initial = np.full(D, LOG_0)
-    initial[0] = 0.0
-
-    bwd = [final]  # bwd[k]: weight of frames T-k.. given the state before them
-    for t in range(T - 1, -1, -1):
-        bwd.append(_lse(trans + (obs[t] + bwd[-1])[:, None], 0))
-    loss = -bwd[-1][0]
-    bwd = bwd[::-1]  # bwd[t]: given the state before frame t
-    fwd = initial
-    grad = np.zeros((T, C))
-    for t in range(T):
-        fwd = _lse(trans + fwd[None, :], 1) + obs[t]
-        post = fwd + bwd[t + 1]
-        post = np.exp(post - _lse(post, 0))
-        gamma = np.zeros(C)
-        np.add.at(gamma, labels, post[lab[1:]])
-        gamma[blank] += post[blk].sum()
-        grad[t] = np.exp(lp[t]) - gamma
-    return loss, grad
 
 
 def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
@@ -165,19 +86,8 @@ def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, bl
                     f"{blank - 1})")
     def post(losses, grad):
         # samples without a valid alignment: TF's log(1e-307) sentinel arithmetic
-        for n in np.flatnonzero(np.isposinf(losses)):
-            Tb = int(logit_length[n])
-            loss, g = _tf_dense_lattice(acts[:Tb, n].astype(np.float64), labels[n],
-                                        int(label_length[n]), blank)
-            losses[n] = loss
-            if grad is not None:
-                g_full = np.zeros((acts.shape[0], C))
-                g_full[:Tb] = g
-                if time_major:
-                    grad[:, n] = g_full
-                else:
-                    grad[n] = g_full
-        return losses, grad
+        return tf_native.dense_values(losses, grad, acts, labels, logit_length, label_length,
+                                      blank, time_major)
 
     return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=label_length,
                                        blank=blank, layout="TNC", inputs="logits"),
@@ -219,21 +129,6 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
                     dict(blank=blank, inputs="logits"), needs_numpy=needs_numpy)
 
 
-def _end_at_blank(rows, blank, C):
-    """TF v1's kernel rule: a blank ends a label sequence (trailing blanks are
-    dropped); a label after a blank is an error."""
-    rows = list(rows)
-    for n, r in enumerate(rows):
-        hit = np.flatnonzero(r == blank)
-        if hit.size:
-            if (r[hit[0]:] != blank).any():
-                raise CTCValueError(
-                    f"Saw a non-null label (index >= num_classes - 1) following a null label, "
-                    f"batch: {n} num_classes: {C} labels: {','.join(map(str, r))}")
-            rows[n] = r[: hit[0]]
-    return rows
-
-
 def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,
                     collapse, merge_repeated, ignore_longer):
     acts, back = _to_tnc(logits, time_major)
@@ -241,13 +136,13 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
     blank = blank + C if blank < 0 else blank
     if not 0 <= blank < C:
         raise CTCValueError(f"blank index {blank} is outside [0, C = {C})")
-    rows = _sparse_rows(indices, values, dense_shape)
+    rows = tf_native.sparse_rows(indices, values, dense_shape)
     if len(rows) != B:
         raise CTCValueError(f"labels has {len(rows)} rows but logits {B} samples")
     logit_length = integral(logit_length, "sequence_length").reshape(-1)
     if logit_length.shape != (B,):
         raise CTCValueError(f"sequence_length must have {B} entries, got {logit_length.size}")
-    rows = _end_at_blank(rows, blank, C)
+    rows = tf_native.end_at_blank(rows, blank, C)
     raw_lengths = np.array([r.size for r in rows])
     for n, r in enumerate(rows):
         if r.size == 0:
@@ -264,19 +159,7 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
             "ignore_longer_outputs_than_inputs=True to give such samples loss 0")
 
     def post(losses, grad):
-        for n in np.flatnonzero(too_long):  # ignore_longer: loss 0, gradient 0
-            losses[n] = 0.0
-            if grad is not None:
-                (grad[:, n] if time_major else grad[n])[...] = 0.0
-        for n in np.flatnonzero(np.isposinf(losses)):
-            # infeasible by repeats only (TF's length check passed): TF returns +inf
-            # with a gradient of softmax (no alignment carries occupancy)
-            if grad is not None:
-                sample = logits[:, n] if time_major else logits[n]
-                g = _softmax(sample.astype(np.float64))
-                g[int(logit_length[n]):] = 0.0
-                (grad[:, n] if time_major else grad[n])[...] = g
-        return losses, grad
+        return tf_native.v1_values(losses, grad, logits, logit_length, too_long, time_major)
 
     return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=lengths,
                                        blank=blank, layout="TNC", inputs="logits",

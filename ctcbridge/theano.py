@@ -45,6 +45,7 @@ import numpy as np
 
 from ._bridges import bridge_for
 from ._contract import CTCCall, Prepared, factory, make, shape_of
+from ._natives import warpctc
 from .errors import CTCRuntimeError, CTCTypeError, CTCValueError
 
 __all__ = ["ctc", "ConnectionistTemporalClassification"]
@@ -81,16 +82,6 @@ def _check_types(arrays) -> None:
             raise CTCValueError(rank_msg)
 
 
-def _warp_frames(labels: np.ndarray) -> int:
-    """warp-ctc's feasibility count: L + the number of equal neighbours."""
-    return int(labels.size + np.count_nonzero(labels[1:] == labels[:-1]))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
 def _prepare(activations, labels, input_lengths, *, num_threads):
     T, B, C = activations.shape
     if B == 0 or C == 0:  # warp-ctc's get_workspace_size refuses them
@@ -110,19 +101,7 @@ def _prepare(activations, labels, input_lengths, *, num_threads):
     def post(losses, grad):
         # the engine ran with infeasible="inf": +inf exactly where no alignment has a
         # nonzero probability; warp-ctc's own answers replace it sample by sample
-        for b in range(B):
-            Tb = int(lengths[b])
-            if Tb == 0 and label_lengths[b] == 0:
-                losses[b] = np.inf  # warp-ctc: the log-likelihood of no frame is log(0)
-            elif _warp_frames(rows[b]) > Tb:
-                losses[b] = 0.0  # warp-ctc gives up on too few frames: 0, zero gradient
-                if grad is not None:
-                    grad[:, b] = 0.0
-            elif np.isposinf(losses[b]) and grad is not None:
-                # warp-ctc runs the recursion, finds no path (0s inside the labels,
-                # -inf logits): +inf, and the softmax as gradient (no occupancy)
-                grad[:Tb, b] = np.exp(_log_softmax(activations[:Tb, b].astype(np.float64)))
-        return losses, grad
+        return warpctc.theano_values(activations, rows, lengths, losses, grad)
 
     return Prepared(activations, flat,
                     dict(input_lengths=lengths, label_lengths=label_lengths, blank=0,

@@ -14,7 +14,7 @@ import ctcbridge.optax as co
 import ctcbridge.tensorflow as ctf
 import ctcbridge.torch as ct
 from ctcbridge import reference
-from ctcbridge.conform.corpus import required_frames
+from ctcbridge._numerics import required_frames
 
 from conftest import assert_close_losses
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._numerics import log_softmax, required_frames
 from ..errors import CTCValueError
 
 # Bump when the cases change (names, seeds, shapes): the file name carries it.
@@ -96,17 +97,6 @@ class Case:
                 self.ref_loss, self.ref_grad = reference.ctc_loss_and_grad(
                     self.activations, self.labels, **self.kwargs())
         return self.ref_loss, self.ref_grad
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def required_frames(label: np.ndarray) -> int:
-    """Frames the shortest alignment needs: L plus one per repeat."""
-    label = np.asarray(label)
-    return int(label.size + np.count_nonzero(label[1:] == label[:-1]))
 
 
 def random_case(
@@ -162,7 +152,7 @@ def random_case(
         label_lengths[n] = seq.size
     x = rng.standard_normal((T, N, C)) * scale
     if inputs == "log_probs":
-        x = _log_softmax(x)
+        x = log_softmax(x)
     return Case(name, x, labels, input_lengths.astype(np.int64), label_lengths, blank, inputs,
                 tags)
 
@@ -310,7 +300,7 @@ def generate() -> list[Case]:
 
 def save(cases: list[Case], path, version: int = CORPUS_VERSION) -> None:
     """Write `cases` (with their reference results) in the corpus schema."""
-    meta = dict(generator="ctcbridge.corpus.builtin_cases", reference="ctcbridge.reference "
+    meta = dict(generator="ctcbridge.conform.corpus.builtin_cases", reference="ctcbridge.reference "
                 "(float64 numpy)", numpy=np.__version__)
     out = dict(format=np.array(FORMAT), version=np.array(version, dtype=np.int64),
                meta=np.array(json.dumps(meta)), names=np.array([c.name for c in cases]))

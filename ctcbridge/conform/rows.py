@@ -18,10 +18,12 @@ import numpy as np
 from .. import reference
 from .._bridges import framework_of
 from .._contract import shape_of
+from .._numerics import log_softmax, required_frames
+from .._natives import (chainer as chainer_native, optax as optax_native,
+                        tensorflow as tf_native, warpctc)
 from ..convert import Labels
-from .corpus import Case, required_frames
-
-EPS = 1e-7  # keras.backend.epsilon()
+from ..conventions import KERAS_EPSILON
+from .corpus import Case
 
 
 @dataclass
@@ -31,11 +33,6 @@ class Prepared:
     ref_loss: np.ndarray
     ref_grad: np.ndarray  # d sum(losses) / d x
     split_time: bool = False  # x goes in as a list of its T frames (Chainer)
-
-
-def _log_softmax(x):
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def _feasible(case: Case) -> bool:
@@ -53,7 +50,7 @@ def _ref(case, x, **kw):
 
 
 def _torch_prep(case, dtype):
-    lp = _log_softmax(case.activations) if case.inputs == "logits" else case.activations
+    lp = log_softmax(case.activations) if case.inputs == "logits" else case.activations
     loss, grad = _ref(case, lp, inputs="log_probs")
     return Prepared(lp.astype(dtype), dict(targets=case.labels, input_lengths=case.input_lengths,
                                            target_lengths=case.label_lengths, blank=case.blank,
@@ -72,13 +69,10 @@ def _optax_prep(case, dtype):
     S = case.labels.shape[1]
     grad = grad.transpose(1, 0, 2).copy()
     # optax's convention for samples without an alignment (an impossible label
-    # class, -inf logits): its log_epsilon arithmetic (ctcbridge.optax ports it)
-    from ..optax import _optax_lattice
-
+    # class, -inf logits): its log_epsilon arithmetic
     pads = np.arange(T)[None] >= case.input_lengths[:, None]
-    for n in np.flatnonzero(np.isposinf(loss)):
-        loss[n], grad[n] = _optax_lattice(x[:, n], pads[n], case.labels[n],
-                                          int(case.label_lengths[n]), case.blank, -1e5)
+    optax_native.values(loss, grad, x.transpose(1, 0, 2), pads, case.labels,
+                        case.label_lengths.astype(int), case.blank, -1e5)
     return Prepared(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(dtype),
                     dict(logit_paddings=pads.astype(dtype),
                          labels=case.labels,
@@ -91,15 +85,9 @@ def _tf_prep(case, dtype):
     x = _logits(case)
     loss, grad = _ref(case, x)
     # TF's dense convention for samples without an alignment: its log(1e-307)
-    # sentinel arithmetic (ctcbridge.tensorflow ports it; the native rows check it)
-    from ..tensorflow import _tf_dense_lattice
-
-    for n in np.flatnonzero(np.isposinf(loss)):
-        Tb = int(case.input_lengths[n])
-        loss[n], g = _tf_dense_lattice(x[:Tb, n], case.labels[n], int(case.label_lengths[n]),
-                                       case.blank)
-        grad[:, n] = 0.0
-        grad[:Tb, n] = g
+    # sentinel arithmetic (the native rows check it)
+    tf_native.dense_values(loss, grad, x, case.labels, case.input_lengths, case.label_lengths,
+                           case.blank)
     return Prepared(x.astype(dtype), dict(labels=case.labels, label_length=case.label_lengths,
                                           logit_length=case.input_lengths, blank_index=case.blank),
                     loss, grad)
@@ -116,14 +104,8 @@ def _v1_prep(case, dtype):
     # more labels than frames: 0 and no gradient (ignore_longer_outputs_than_inputs);
     # too few frames for the repeats: TF's kernel gives +inf and, with no path, the
     # gradient softmax(x) on the sample's frames
-    probs = np.exp(_log_softmax(x))
-    for n in np.flatnonzero(np.isposinf(loss)):
-        Tb = int(case.input_lengths[n])
-        grad[:, n] = 0.0
-        if case.label_lengths[n] > Tb:
-            loss[n] = 0.0
-        else:
-            grad[:Tb, n] = probs[:Tb, n]
+    tf_native.v1_values(loss, grad, x, case.input_lengths,
+                        case.label_lengths > case.input_lengths)
     sparse = tf.SparseTensor(*Labels.from_padded(labels, case.label_lengths).sparse(np.int32))
     return Prepared(x.astype(dtype), dict(labels=sparse,
                                           sequence_length=case.input_lengths.astype(np.int32),
@@ -151,33 +133,25 @@ def _batch_cost_prep(case, dtype):
     order = [c for c in range(C) if c != case.blank] + [case.blank]
     relabel = np.argsort(order)
     x = _logits(case)[:, :, order]
-    probs = np.exp(_log_softmax(x)).transpose(1, 0, 2).astype(dtype)
-    y = np.log(probs.astype(np.float64) + EPS)
+    probs = np.exp(log_softmax(x)).transpose(1, 0, 2).astype(dtype)
+    y = np.log(probs.astype(np.float64) + KERAS_EPSILON)
     labels = relabel[case.labels]
     loss, grad = reference.ctc_loss_and_grad(y, labels, case.input_lengths, case.label_lengths,
                                              blank=C - 1, layout="NTC")
     return Prepared(probs, dict(y_true=labels, input_length=case.input_lengths[:, None],
                                 label_length=case.label_lengths[:, None]),
-                    loss, grad / (probs.astype(np.float64) + EPS))
+                    loss, grad / (probs.astype(np.float64) + KERAS_EPSILON))
 
 
 def _chainer_prep(case, dtype):
     # Chainer's convention for samples without an alignment: its -1e10 sentinel
-    # arithmetic, computed in the signature's dtype as Chainer does (ported in
-    # ctcbridge.chainer; the native row checks it), and 1e10 with no frame at all
-    from ..chainer import _chainer_lattice, _zero
-
+    # arithmetic, computed in the signature's dtype as Chainer does (the native row
+    # checks it), and 1e10 with no frame at all
     x = _logits(case)
     loss, grad = _ref(case, x)
     t, il, ll = (a.astype(np.int32) for a in (case.labels, case.input_lengths,
                                                 case.label_lengths))
-    bad = np.flatnonzero(np.isposinf(loss))
-    port = bad[il[bad] > 0]
-    if port.size:
-        loss[port], grad[:, port] = _chainer_lattice(x[:, port].astype(dtype), t[port], il[port],
-                                                     ll[port], case.blank)
-    loss[bad[il[bad] == 0]] = -_zero(np.dtype(dtype))
-    grad[:, bad[il[bad] == 0]] = 0.0
+    chainer_native.values(loss, grad, x.astype(dtype), t, il, ll, case.blank)
     return Prepared(x.astype(dtype), dict(t=t, input_length=il, label_length=ll,
                                           blank_symbol=int(case.blank), reduce="no"),
                     loss, grad, split_time=True)
@@ -185,21 +159,11 @@ def _chainer_prep(case, dtype):
 
 def warp_reference(x, seqs, input_lengths):
     """Theano/warp-ctc's conventions on the float64 reference (blank 0): costs and
-    d sum / d x.  A sample needing more frames than it has (L + repeats > T_b)
-    costs 0 with a zero gradient; T_b = 0 with an empty label costs +inf
-    (gradient 0); one passing that count whose 0-labels leave no alignment
-    costs +inf with the softmax as gradient (no occupancy)."""
-    loss, grad = reference.ctc_loss_and_grad(np.asarray(x, np.float64), seqs, input_lengths,
-                                             blank=0, warp_blank_labels=True)
-    for b, s in enumerate(seqs):
-        Tb = int(input_lengths[b])
-        if Tb == 0 and s.size == 0:
-            loss[b], grad[:, b] = np.inf, 0.0
-        elif s.size + np.count_nonzero(s[1:] == s[:-1]) > Tb:
-            loss[b], grad[:, b] = 0.0, 0.0
-        elif np.isinf(loss[b]):
-            grad[:Tb, b] = np.exp(_log_softmax(np.asarray(x[:Tb, b], np.float64)))
-    return loss, grad
+    d sum / d x (see :func:`ctcbridge._natives.warpctc.theano_values`)."""
+    x = np.asarray(x, np.float64)
+    loss, grad = reference.ctc_loss_and_grad(x, seqs, input_lengths, blank=0,
+                                             warp_blank_labels=True)
+    return warpctc.theano_values(x, seqs, input_lengths, loss, grad)
 
 
 def _theano_prep(case, dtype):
@@ -228,20 +192,12 @@ def _blank_moved(case, where):
 
 
 def _mxnet_reference(x, labels, input_lengths, label_lengths, blank):
-    """MXNet's (warp-ctc's) conventions on the float64 reference: a sample with too
-    few frames costs 0 with a zero gradient; one with enough frames but no
-    alignment (-inf logits) costs +inf with the softmax as gradient."""
+    """MXNet's (warp-ctc's) conventions on the float64 reference (see
+    :func:`ctcbridge._natives.warpctc.mxnet_values`)."""
     x = np.asarray(x, np.float64)
     loss, grad = reference.ctc_loss_and_grad(x, labels, input_lengths, label_lengths,
                                              blank=blank)
-    for n, L in enumerate(label_lengths):
-        Tb = int(input_lengths[n])
-        if required_frames(labels[n, :L]) > Tb:
-            loss[n], grad[:, n] = 0.0, 0.0
-        elif np.isposinf(loss[n]):
-            grad[:, n] = 0.0
-            grad[:Tb, n] = np.exp(_log_softmax(x[:Tb, n]))
-    return loss, grad
+    return warpctc.mxnet_values(x, labels, input_lengths, label_lengths, True, loss, grad)
 
 
 def _mxnet_width(case) -> int:
@@ -340,7 +296,7 @@ def _warpctc_prep(case, dtype):
     labels = _mxnet_padded(case, labels, 0)
     S = labels.shape[1]
     _, grad = _mxnet_reference(x, labels, np.full(N, T), case.label_lengths, 0)
-    softmax = np.exp(_log_softmax(x.astype(np.float64)))
+    softmax = np.exp(log_softmax(x.astype(np.float64)))
     return Prepared(x.reshape(T * N, C).astype(dtype),
                     dict(label=labels.reshape(-1).astype(np.int32), label_length=S,
                          input_length=T),
