@@ -25,7 +25,7 @@ from . import _compute as canonical, _threads
 from ._compute import _as_int as as_int
 from .errors import CTCError, CTCTypeError, EngineError
 
-__all__ = ["CTCCall", "Prepared", "factory", "make", "rebuild", "call_of", "run", "shape_of",
+__all__ = ["CTCCall", "Prepared", "Traced", "factory", "make", "rebuild", "call_of", "run", "shape_of",
            "integral", "as_int", "reraise_as"]
 
 
@@ -41,6 +41,27 @@ class Prepared:
 
 
 @dataclass
+class Traced:
+    """A signature's ``prepare`` done with one framework's ops on traced arrays, for
+    that framework's compiled route (the XLA custom call, the TF custom op).
+
+    The canonical engine call: padded ``labels`` (N, S), ``input_lengths`` and
+    ``label_lengths`` (N,), integer arrays; ``options`` as for
+    ``_compute.compute`` (blank, layout, inputs, infeasible, log_zero...);
+    ``grad_back`` maps the engine's gradient to the activations' layout, and
+    ``needs_numpy(losses)`` is a boolean scalar, true where the numpy path must
+    decide instead (it raises the errors, or applies a ``post``)."""
+
+    activations: Any
+    labels: Any
+    input_lengths: Any
+    label_lengths: Any
+    options: dict
+    grad_back: Callable | None = None
+    needs_numpy: Callable | None = None
+
+
+@dataclass
 class CTCCall:
     """A deferred canonical call.
 
@@ -53,10 +74,20 @@ class CTCCall:
     batch_size: Callable[[tuple], int]
     batch_axis: int | None
     key: tuple = field(default=())
-    # the same preparation with the framework's own ops on traced arrays, for the
-    # compiled routes (the XLA custom call, the TF custom op); None: numpy only
-    jax_prepare: Callable | None = None
-    tf_prepare: Callable | None = None
+    # the same preparation with a framework's own ops, by bridge name, for its
+    # compiled route: traced[name](activations, *aux) -> Traced, or None where
+    # the numpy path must run; a framework without an entry runs numpy only
+    traced: dict = field(default_factory=dict)
+    # per-call flags, set by the signature, honoured by the bridges that have the idiom:
+    # compute_grad=False: a graph node without the gradient output (Theano's Op; the
+    #   other frameworks compute the gradient only when asked anyway)
+    compute_grad: bool = True
+    # head_grad=False: the backward ignores the output's gradient, as MXNet's WarpCTC
+    #   plugin did (on MXNet arrays; elsewhere autodiff needs the chain rule)
+    head_grad: bool = True
+    # the result has at least the framework's default float precision, where the
+    #   framework has that rule (jax: jnp.result_type(float), optax's result)
+    at_least_default_float: bool = False
 
 
 _FACTORIES: dict = {}
@@ -100,14 +131,16 @@ def call_of(key) -> CTCCall:
 
 
 def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: bool = True,
-        framework: str = "numpy"):
+        bridge=None):
     """(losses (N,), grad shaped like `activations` or None), numpy.
 
-    ``framework``: the bridge calling, whose intra-op thread setting the engine
-    follows unless ``ctcbridge.set_num_threads`` says otherwise; it is read
-    here, at every engine call, on whatever thread the framework runs it."""
+    ``bridge``: the bridge calling, whose thread count (``engine_threads()``:
+    the framework's intra-op setting unless ``ctcbridge.set_num_threads`` says
+    otherwise) the engine follows; it is read here, at every engine call, on
+    whatever thread the framework runs it.  None: numpy's (every core)."""
     prep = call.prepare(np.asarray(activations), *[np.asarray(a) for a in aux])
-    kwargs = {"num_threads": _threads.engine_threads(framework), **prep.kwargs}
+    threads = bridge.engine_threads() if bridge is not None else (_threads.setting() or 0)
+    kwargs = {"num_threads": threads, **prep.kwargs}
     losses, grad = canonical.compute(prep.activations, prep.labels, want_grad=want_grad,
                                      **kwargs)
     if grad is not None and prep.grad_back is not None:
@@ -128,6 +161,8 @@ def shape_of(x) -> tuple:
         return tuple(x.type.shape)
     if root == "theano":  # Theano 1.0.5 knows only which sizes are 1
         return tuple(1 if b else None for b in x.broadcastable)
+    if root == "mxnet" and not hasattr(x, "shape"):  # a Symbol's is known only at binding
+        return ()
     shape = getattr(x, "shape", None)
     if shape is None:
         return np.shape(x)

@@ -53,10 +53,7 @@ def _ctc_loss(pred, label, pred_lengths=None, label_lengths=None, sample_weight=
                 label_layout=label_layout)
     if sample_weight is not None:
         bridge = bridge_for(pred, label, pred_lengths, label_lengths, sample_weight)
-        if bridge.name == "mxnet":
-            loss = bridge.broadcast_mul(loss, sample_weight)
-        else:  # numpy broadcasting is MXNet's: (N,) * (N, 1) -> (N, N)
-            loss = loss * bridge.astype(sample_weight, loss)
+        loss = bridge.broadcast_mul(loss, sample_weight)  # MXNet's: (N,) * (N, 1) -> (N, N)
     if weight is not None:
         loss = loss * weight
     return loss

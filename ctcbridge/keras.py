@@ -32,11 +32,11 @@ __all__ = ["ctc_loss", "ctc_batch_cost"]
 
 @factory("keras.ctc_loss")
 def _loss_call(blank):
-    call = CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
-                   batch_size=lambda s: s[0], batch_axis=0)
-    # read by the TF bridge inside tf.function (ctcbridge/_bridges/tensorflow.py)
-    call.tf_prepare = partial(_tf_prepare_dense, time_major=False, blank_index=blank)
-    return call
+    return CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   # the TF bridge's custom-op route in tf.function (_bridges/tensorflow.py)
+                   traced={"tensorflow": partial(_tf_prepare_dense, time_major=False,
+                                                 blank_index=blank)})
 
 
 @factory("keras.ctc_batch_cost")

@@ -54,7 +54,7 @@ from functools import partial
 
 import numpy as np
 
-from ._bridges import bridge_for, framework_of
+from ._bridges import bridge_for
 from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
 from ._natives import warpctc
 from ._numerics import softmax
@@ -64,13 +64,6 @@ __all__ = ["ctc_loss", "CTCLoss", "WarpCTC"]
 
 _BLANKS = ("first", "last")
 _ERR = CTCRuntimeError
-
-
-def _shape(x) -> tuple:
-    """The static shape, () when unknown (an MXNet Symbol's is known only at binding)."""
-    if framework_of(x) == "mxnet" and not hasattr(x, "shape"):
-        return ()
-    return shape_of(x)
 
 
 def _indices(arr: np.ndarray, name: str) -> np.ndarray:
@@ -168,7 +161,7 @@ def _ctc(data, label, data_lengths, label_lengths, *, blank_last, layout="TNC",
          label_layout="NT"):
     """The loss on the data's framework; lengths None = not used."""
     use_dl, use_ll = data_lengths is not None, label_lengths is not None
-    shape = _shape(data)
+    shape = shape_of(data)
     if shape and len(shape) != 3:
         raise _ERR(f"The number of dimensions of data array must be 3, got shape {shape}")
     call = make("mxnet.ctc_loss", bool(blank_last), use_dl, use_ll, layout, label_layout)
@@ -247,7 +240,8 @@ def _prepare_warpctc(flat, data, label, *, label_length, input_length):
 def _warpctc_call(label_length, input_length):
     return CTCCall(prepare=partial(_prepare_warpctc, label_length=label_length,
                                    input_length=input_length),
-                   batch_size=lambda s: s[0], batch_axis=0)
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   head_grad=False)  # on MXNet arrays: the plugin ignores the head gradient
 
 
 @reraise_as(CTCRuntimeError)
@@ -260,16 +254,13 @@ def WarpCTC(data, label, label_length=0, input_length=0):
         raise _ERR(f"label_length = {label_length} is negative")
     if input_length <= 0:
         raise _ERR(f"input_length = {input_length} must be positive (the frames per sample)")
-    shape = _shape(data)
+    shape = shape_of(data)
     if shape and len(shape) != 2:
         raise _ERR(f"input data shape should be 2 (t*n, p), got shape {shape}")
     call = make("mxnet.WarpCTC", label_length, input_length)
     bridge = bridge_for(data, label)
     flat = bridge.reshape(data, (-1, 1))
-    if bridge.name == "mxnet":  # the plugin ignores the head gradient
-        out = bridge.ctc(call, flat, [data, label], head_grad=False)
-        return bridge.reshape_like(out, data)
     # the values travel as an aux array too (a reshaped copy: TF's custom_gradient
     # refuses functions that read a tf.Variable)
-    values = bridge.reshape(data, shape)
-    return bridge.reshape(bridge.ctc(call, flat, [values, label]), shape)
+    values = bridge.reshape_like(data, data)
+    return bridge.reshape_like(bridge.ctc(call, flat, [values, label]), data)

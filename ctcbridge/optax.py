@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for
-from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
+from ._contract import CTCCall, Prepared, Traced, as_int, factory, integral, make, shape_of
 from ._natives import optax as optax_native
 from .errors import CTCValueError
 
@@ -111,8 +111,6 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
     import jax
     import jax.numpy as jnp
 
-    from ._bridges.jax import Traced
-
     _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id)
     if jnp.dtype(labels.dtype).kind not in "iu":
         return None  # the numpy path raises integral()'s TypeError
@@ -158,11 +156,13 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
 
 @factory("optax.ctc_loss")
 def _call(blank_id, log_epsilon):
-    call = CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
-                   batch_size=lambda s: s[0], batch_axis=0)
-    # read by the JAX bridge under jit (ctcbridge/_bridges/jax.py)
-    call.jax_prepare = partial(_jax_prepare, blank_id=blank_id, log_epsilon=log_epsilon)
-    return call
+    return CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   # the JAX bridge's custom-call route under jit (ctcbridge/_bridges/jax.py)
+                   traced={"jax": partial(_jax_prepare, blank_id=blank_id,
+                                          log_epsilon=log_epsilon)},
+                   # optax's result has at least the default float precision
+                   at_least_default_float=True)
 
 
 def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
@@ -174,9 +174,4 @@ def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_
         raise CTCValueError(f"logits must be 3-D (B, T, K), got shape {shape}")
     call = make("optax.ctc_loss", blank_id, log_epsilon)
     bridge = bridge_for(logits, logit_paddings, labels, label_paddings)
-    losses = bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])
-    if bridge.name == "jax":  # optax's result has at least the default float precision
-        import jax.numpy as jnp
-
-        losses = losses.astype(jnp.promote_types(losses.dtype, jnp.result_type(float)))
-    return losses
+    return bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])

@@ -38,7 +38,7 @@ from functools import partial
 import numpy as np
 
 from ._bridges import bridge_for, framework_of
-from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
+from ._contract import CTCCall, Prepared, Traced, as_int, factory, integral, make, shape_of
 from ._natives import tensorflow as tf_native
 from .errors import CTCTypeError, CTCValueError
 
@@ -105,8 +105,6 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
     """
     import tensorflow as tf
 
-    from ._bridges.tensorflow import TFTraced
-
     C = logits.shape[-1] if logits.shape.rank == 3 else None
     if C is None or labels.shape.rank != 2:
         return None
@@ -125,8 +123,9 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
             special |= tf.reduce_any(used & tf.equal(labels, tf.cast(blank, labels.dtype)))
         return special
 
-    return TFTraced(logits, "TNC" if time_major else "NTC", labels, logit_length, label_length,
-                    dict(blank=blank, inputs="logits"), needs_numpy=needs_numpy)
+    return Traced(logits, labels, logit_length, label_length,
+                  dict(blank=blank, inputs="logits", layout="TNC" if time_major else "NTC"),
+                  needs_numpy=needs_numpy)
 
 
 def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,
@@ -183,12 +182,12 @@ def _sparse_factory(time_major, blank, collapse, merge, ignore):
 
 @factory("tf.dense")
 def _dense_factory(time_major, blank):
-    call = CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
+    return CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
                    batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
-                   batch_axis=1 if time_major else 0)
-    # read by the TF bridge inside tf.function (ctcbridge/_bridges/tensorflow.py)
-    call.tf_prepare = partial(_tf_prepare_dense, time_major=time_major, blank_index=blank)
-    return call
+                   batch_axis=1 if time_major else 0,
+                   # the TF bridge's custom-op route in tf.function (_bridges/tensorflow.py)
+                   traced={"tensorflow": partial(_tf_prepare_dense, time_major=time_major,
+                                                 blank_index=blank)})
 
 
 def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):

@@ -131,11 +131,9 @@ class ConnectionistTemporalClassification:
         # openmp: True every core, False one thread, None the ctcbridge default
         # (ctcbridge.set_num_threads, else the framework's own setting)
         call = make("theano.ctc", None if self.openmp is None else (0 if self.openmp else 1))
+        call.compute_grad = bool(self.compute_grad)  # graphs: an Op without the gradient output
         bridge = bridge_for(activations, labels, input_lengths)
-        aux = [labels, input_lengths]
-        if bridge.name in ("pytensor", "theano"):  # an Op with or without the gradient output
-            return bridge.ctc(call, activations, aux, compute_grad=bool(self.compute_grad))
-        return bridge.ctc(call, activations, aux)
+        return bridge.ctc(call, activations, [labels, input_lengths])
 
     def __repr__(self):
         return (f"ConnectionistTemporalClassification(compute_grad={self.compute_grad!r}, "

@@ -1,11 +1,13 @@
-"""Array bridges: one small module per framework.
+"""Array bridges: one small module per framework, each a :class:`~.base.Bridge`.
 
-A bridge turns a :class:`~ctcbridge._bridges.call.CTCCall` (what a signature
+A bridge turns a :class:`~ctcbridge._contract.CTCCall` (what a signature
 module asks of the engine) into a differentiable operation of the framework
 the caller's arrays come from, and offers the few array operations the
-signatures need for their reductions.  Frameworks are never imported to find
-out whether they are installed: an array of a framework's type can only exist
-if that framework is already in ``sys.modules`` (the einops rule).
+signatures need for their reductions (the protocol: :mod:`.base`).
+Frameworks are never imported to find out whether they are installed: an
+array of a framework's type can only exist if that framework is already in
+``sys.modules`` (the einops rule).  A new framework is one module here
+(``BRIDGE``, an instance of its Bridge) and one line of ``_MODULES``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,30 @@ def framework_of(x) -> str | None:
     return name
 
 
-def bridge_for(*arrays):
-    """The bridge of the first argument that is a framework array (numpy otherwise)."""
-    name = "numpy"
-    for x in arrays:
-        fw = framework_of(x)
-        if fw is not None:
-            name = fw
-            break
+def bridge_named(name: str):
+    """The bridge called `name` ("numpy", "torch"...): imports that framework."""
     bridge = _cache.get(name)
     if bridge is None:
         bridge = _cache[name] = importlib.import_module(f"{__name__}.{name}").BRIDGE
     return bridge
+
+
+def bridge_for(*arrays):
+    """The bridge of the first argument that is a framework array (numpy otherwise)."""
+    for x in arrays:
+        fw = framework_of(x)
+        if fw is not None:
+            return bridge_named(fw)
+    return bridge_named("numpy")
+
+
+def get_num_threads(framework: str | None = None) -> int:
+    """The engine threads a call on ``framework``'s arrays uses now (>= 1).
+
+    ``framework`` is a bridge name ("torch", "tensorflow", "jax", "numpy"...);
+    None means numpy.  The engine also never runs more threads than the
+    batch has samples."""
+    name = framework or "numpy"
+    if name not in _MODULES.values() or name not in sys.modules:  # no array of it exists
+        name = "numpy"
+    return bridge_named(name).num_threads()

@@ -19,9 +19,11 @@ from pytensor.tensor.rewriting.basic import register_canonicalize
 
 from . import _symbolic
 
-CTCBridgeOp = _symbolic.make_op_class(SimpleNamespace(
+BRIDGE = _symbolic.GraphBridge(SimpleNamespace(
     name="pytensor", Op=Op, Apply=Apply, as_tensor_variable=pt.as_tensor_variable, vector=pt.vector,
-    grad_undefined=grad_undefined))
+    grad_undefined=grad_undefined), pt, pytensor.function, pytensor.grad)
+# pickle finds the Op class here (graphs and compiled functions pickle)
+CTCBridgeOp = BRIDGE.op_class
 
 
 @register_canonicalize("fast_compile")
@@ -32,10 +34,3 @@ def local_ctcbridge_no_grad(fgraph, node):
     return _symbolic.no_grad_replacement(CTCBridgeOp, node, unused)
 
 
-BRIDGE = _symbolic.GraphBridge("pytensor", pt, CTCBridgeOp)
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
-    return _symbolic.grad_of_sum(pytensor.function, pytensor.grad, pt, fn, x, arrays, statics,
-                                 order)

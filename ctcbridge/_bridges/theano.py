@@ -16,9 +16,11 @@ from theano.tensor.opt import register_canonicalize
 
 from . import _symbolic
 
-CTCBridgeOp = _symbolic.make_op_class(SimpleNamespace(
+BRIDGE = _symbolic.GraphBridge(SimpleNamespace(
     name="theano", Op=Op, Apply=Apply, as_tensor_variable=tt.as_tensor_variable, vector=tt.vector,
-    grad_undefined=grad_undefined))
+    grad_undefined=grad_undefined), tt, theano.function, theano.grad)
+# pickle finds the Op class here (graphs and compiled functions pickle)
+CTCBridgeOp = BRIDGE.op_class
 
 
 @register_canonicalize("fast_compile")
@@ -29,9 +31,3 @@ def local_ctcbridge_no_grad(node):
     return _symbolic.no_grad_replacement(CTCBridgeOp, node, unused)
 
 
-BRIDGE = _symbolic.GraphBridge("theano", tt, CTCBridgeOp)
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``conform.rows.run_on``): losses and d sum / d x."""
-    return _symbolic.grad_of_sum(theano.function, theano.grad, tt, fn, x, arrays, statics, order)

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._bridges import bridge_named
 from ..canonical import ctc_loss_and_grad
 from ..errors import CTCValueError
 from .corpus import Case
@@ -259,44 +260,12 @@ def load_impl(spec: str) -> Callable:
 
 def _moved(fw: str, device: str):
     """(to_device, back) for one framework's arrays, or None when `device` is unset."""
-    if not device:
-        return None
-    if fw == "torch":
-        import torch
-
-        return (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v,
-                lambda out: out.cpu())
-    if fw == "jax":
-        import jax
-
-        dev = jax.devices(device)[0]
-        return (lambda v: jax.device_put(v, dev) if isinstance(v, jax.Array) else v,
-                lambda out: jax.device_put(out, jax.devices("cpu")[0]))
-    raise CTCValueError(f"--device is supported for torch and jax arrays, not {fw}")
+    return bridge_named(fw).device_moves(device) if device else None
 
 
 # Conventions whose activations are log-probabilities (time-major, like the corpus):
 # --through-log-softmax applies to them.
 LOG_PROB_CONVENTIONS = ("torch.ctc_loss",)
-
-
-def _log_softmax_of(fw: str) -> Callable:
-    """log_softmax over the last axis, in framework `fw` (differentiable there)."""
-    if fw == "torch":
-        return lambda x: x.log_softmax(-1)
-    if fw == "jax":
-        import jax
-
-        return lambda x: jax.nn.log_softmax(x, axis=-1)
-    if fw == "tensorflow":
-        import tensorflow as tf
-
-        return lambda x: tf.nn.log_softmax(x, axis=-1)
-    if fw == "numpy":
-        from ..reference import _log_softmax
-
-        return _log_softmax
-    raise CTCValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
 
 
 def _through_log_softmax(row, case: Case, prep, cache: dict | None):
@@ -339,7 +308,7 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
     except (TypeError, ValueError):
         sig = None
     move = _moved(fw, device)
-    pre = _log_softmax_of(fw) if through_log_softmax else None
+    pre = bridge_named(fw).log_softmax if through_log_softmax else None
     if pre is not None:
         from .rows import _X_NAMES
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
 from .. import reference
-from .._bridges import framework_of
-from .._contract import shape_of
+from .._bridges import bridge_named
 from .._numerics import log_softmax, required_frames
 from .._natives import (chainer as chainer_native, optax as optax_native,
                         tensorflow as tf_native, warpctc)
@@ -342,32 +342,6 @@ class SignatureRow:
         return run_on(fw, fn, prep, self.flatten)
 
 
-def _frames(x) -> list:
-    """x's T frames along axis 0.  On jax by split and reshape, whose gradient is one
-    concatenation: jax.grad through T indexings x[i] costs O(T^2) (minutes for 2048)."""
-    T = shape_of(x)[0]
-    if framework_of(x) == "jax":
-        import jax.numpy as jnp
-
-        return [f.reshape(f.shape[1:]) for f in jnp.split(x, T)]
-    return [x[i] for i in range(T)]
-
-
-def _split_time(fn):
-    """fn taking a list of T frames `x` (Chainer's name), called with one (T, ...)
-    array of any framework."""
-    def split(x, **kwargs):
-        if framework_of(x) == "jax":
-            # eager jax compiles the T-way split and the adapter's T-way stack op by
-            # op (about a minute for T = 2048); one jit compiles them together (~4 s)
-            import jax
-
-            return jax.jit(lambda z: fn(x=_frames(z), **kwargs))(x)
-        return fn(x=_frames(x), **kwargs)
-
-    return split
-
-
 def _all(case):
     return True
 
@@ -432,15 +406,15 @@ ROWS = [
 def run_on(fw: str, fn, prep: Prepared, flatten: bool):
     """(losses, grad or None) of fn(x, **args) computed on framework `fw`.
 
-    Each bridge module (``ctcbridge._bridges.<fw>``) knows how to differentiate
-    in its framework: its ``grad_of_sum(fn, x, arrays, statics, order)``
-    returns (losses, d sum(finite losses) / d x), both numpy."""
+    Each bridge knows how to differentiate in its framework: its
+    ``grad_of_sum(fn, x, arrays, statics, order)`` returns (losses,
+    d sum(finite losses) / d x), both numpy."""
     x, args = prep.x, prep.args
-    if prep.split_time:
-        fn = _split_time(fn)
+    bridge = bridge_named(fw)
+    if prep.split_time:  # fn takes a list of T frames `x` (Chainer's)
+        fn = partial(bridge.call_with_frames, fn)
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-    bridge = importlib.import_module(f"ctcbridge._bridges.{fw}")
     out, grad = bridge.grad_of_sum(fn, x, arrays, statics, _order)
     out = np.asarray(out)
     return (out.reshape(-1) if flatten else out), grad

@@ -213,13 +213,14 @@ def test_default_threads_follow_xla(flags, expected):
 def test_too_large_batch_is_a_clear_error():
     """Zero-stride logits (nothing allocated) whose 6.4 TB gradient would not fit: the
     bridge's numpy path refuses them with EngineMemoryError before allocating."""
+    from ctcbridge._bridges.jax import BRIDGE
     from ctcbridge._contract import make, run
 
     x = np.broadcast_to(np.float32(0), (16, 1000, 10**8))
     pads, labels = np.zeros((16, 1000), np.float32), np.ones((16, 10), np.int32)
     with pytest.raises(ctcbridge.EngineMemoryError, match="GiB are available"):
         run(make("optax.ctc_loss", 0, -1e5), x, pads, labels, np.zeros((16, 10), np.float32),
-            framework="jax")
+            bridge=BRIDGE)
 
 
 @pytest.mark.parametrize("threads", [None, 3])

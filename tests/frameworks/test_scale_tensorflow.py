@@ -203,9 +203,10 @@ def test_default_threads_follow_intra_op_setting(intra_op, expected):
 def test_too_large_batch_is_a_clear_error():
     """Zero-stride logits (nothing allocated) whose 6.4 TB gradient would not fit: the
     bridge's engine call raises EngineMemoryError before allocating."""
+    from ctcbridge._bridges.tensorflow import BRIDGE
     from ctcbridge._contract import make, run
 
     x = np.broadcast_to(np.float32(0), (1000, 16, 10**8))
     args = np.ones((16, 10), np.int32), np.full(16, 10, np.int32), np.full(16, 1000, np.int32)
     with pytest.raises(ctcbridge.EngineMemoryError, match="GiB are available"):
-        run(make("tf.dense", True, 0), x, *args, framework="tensorflow")
+        run(make("tf.dense", True, 0), x, *args, bridge=BRIDGE)

@@ -88,8 +88,8 @@ def check_grad_of_sum(bridge):
     """The conformance runner of a bridge (``ctcbridge conform``): losses, d sum / d x."""
     x, labels, il, seqs = theano_case(7)
     ref_loss, ref_grad = expected(x, seqs, il)
-    loss, grad = bridge.grad_of_sum(cth.ctc, x, dict(labels=labels, input_lengths=il), {},
-                                    lambda fn, xv, arrays: {"activations": xv, **arrays})
+    loss, grad = bridge.BRIDGE.grad_of_sum(cth.ctc, x, dict(labels=labels, input_lengths=il), {},
+                                           lambda fn, xv, arrays: {"activations": xv, **arrays})
     close(loss, ref_loss, LOSS_RTOL, LOSS_RTOL)
     close(grad, ref_grad, 0, GRAD_ATOL)
 
