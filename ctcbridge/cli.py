@@ -127,13 +127,11 @@ def _conform(args: argparse.Namespace) -> int:
 
 def _list_conventions() -> int:
     from .conform.rows import ROWS
-    from .conventions import CONVENTIONS, dotted_name
 
-    short = {dotted_name(c): n for n, c in CONVENTIONS.items()}
     width = max(len(r.name) for r in ROWS)
     print(f"{'convention':<{width}}  {'alias':<16}  native (frameworks)")
     for r in ROWS:
-        print(f"{r.name:<{width}}  {short.get(r.name, '-'):<16}  {r.native or '-'} "
+        print(f"{r.name:<{width}}  {r.convention.name:<16}  {r.native or '-'} "
               f"({', '.join(r.native_frameworks) or '-'})")
     return 0
 

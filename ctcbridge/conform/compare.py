@@ -204,17 +204,14 @@ def rows_by_name() -> dict:
     path (``torch.nn.functional.ctc_loss``) and by the name ``ctcbridge explain``
     gives it (``torch``)."""
     from .rows import ROWS
-    from ..conventions import CONVENTIONS, dotted_name
 
     names = {}
     for row in ROWS:
         names.setdefault(row.name, row)
         if row.native:
             names.setdefault(row.native.replace(":", "."), row)
-    by_row = {row.name: row for row in ROWS}
-    for short, conv in CONVENTIONS.items():
-        if dotted_name(conv) in by_row:
-            names.setdefault(short, by_row[dotted_name(conv)])
+    for row in ROWS:
+        names.setdefault(row.convention.name, row)
     return names
 
 
@@ -302,17 +299,14 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
     positional order (so ``autograd.Function.apply`` and C extensions work) and, with
     `device`, moving the framework's arrays there and the losses back.  With
     `through_log_softmax` the activations it is given are log_softmax(x)."""
-    ours = getattr(importlib.import_module(row.module), row.function)
+    ours = row.ours()
     try:
         sig = inspect.signature(ours)
     except (TypeError, ValueError):
         sig = None
     move = _moved(fw, device)
     pre = bridge_named(fw).log_softmax if through_log_softmax else None
-    if pre is not None:
-        from .rows import _X_NAMES
-
-        x_name = next(p for p in sig.parameters if p in _X_NAMES)
+    x_name = row.activations
 
     def call(**kwargs):
         if move is not None:
@@ -330,7 +324,7 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
         return out if move is None else move[1](out)
 
     if sig is not None:
-        call.__signature__ = sig  # what run_on reads to name the activations
+        call.__signature__ = sig  # it looks like ours to inspect and help()
     call.__name__ = getattr(fn, "__name__", "impl")
     return call
 
@@ -355,7 +349,7 @@ def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
     label = f"{getattr(fn, '__name__', 'impl')} as {row.name} [{fw}]"
     try:
         call = as_convention(fn, row, fw, device, through_log_softmax)
-        loss, grad = run_on(fw, call, prep, row.flatten)
+        loss, grad = run_on(fw, call, prep, row.flatten, row.activations)
     except Exception as exc:
         return _failure(case, label, exc)
     return _compare(row, case, prep, loss, grad, label)

@@ -22,7 +22,7 @@ from .._numerics import log_softmax, required_frames
 from .._natives import (chainer as chainer_native, optax as optax_native,
                         tensorflow as tf_native, warpctc)
 from ..convert import Labels
-from ..conventions import KERAS_EPSILON
+from ..conventions import CONVENTIONS, KERAS_EPSILON, Convention, dotted_name
 from .corpus import Case
 
 
@@ -313,9 +313,11 @@ def _warpctc_ok(case):
 
 @dataclass
 class SignatureRow:
-    name: str
-    module: str  # ctcbridge module
-    function: str
+    """One signature as a row of ``ctcbridge conform``: its convention (the one
+    registry of signatures, :data:`ctcbridge.conventions.CONVENTIONS`), its native,
+    and how a corpus case becomes its arguments."""
+
+    convention: Convention
     native: str | None  # "module:attr" of the native
     frameworks: tuple  # array frameworks it runs on
     prepare: Callable[[Case, str], Prepared]
@@ -325,21 +327,43 @@ class SignatureRow:
     relative_grad: bool = False  # gradient w.r.t. probabilities: 1/(p + eps) scales it
     requires: tuple = ()  # modules the conversion itself needs (a tf.SparseTensor...)
     native_memory: Callable[[Case], float] | None = None  # the native's peak bytes, estimated
+    # "module:attr" called as ours instead of the convention's entry (a class, Gluon's
+    # CTCLoss, is constructed and called once by a function)
+    ours_via: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``torch.ctc_loss``, ``gluon.CTCLoss``...: the convention's dotted name."""
+        return dotted_name(self.convention)
+
+    @property
+    def activations(self) -> str:
+        """The name of the parameter that takes the activations."""
+        return self.convention.param("activations").name
 
     def available(self) -> bool:
         from importlib.util import find_spec
 
         return all(find_spec(m) is not None for m in self.requires)
 
+    def ours(self) -> Callable:
+        """ctcbridge's function for this signature."""
+        if self.ours_via is not None:
+            return _attribute(self.ours_via)
+        return getattr(importlib.import_module(self.convention.module), self.convention.call)
+
     def call(self, prep: Prepared, fw: str, native: bool = False):
-        if native:
-            mod, attr = self.native.split(":")
-            fn = importlib.import_module(mod)
-            for part in attr.split("."):
-                fn = getattr(fn, part)
-        else:
-            fn = getattr(importlib.import_module(self.module), self.function)
-        return run_on(fw, fn, prep, self.flatten)
+        fn = _attribute(self.native) if native else self.ours()
+        return run_on(fw, fn, prep, self.flatten, self.activations)
+
+
+def _attribute(spec: str):
+    """The object named ``module:attr.attr...``."""
+    mod, attr = spec.split(":")
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _all(case):
@@ -364,47 +388,36 @@ def _tf_dense_memory(case) -> float:
 # the frameworks whose arrays every signature takes (symbolic ones: theano.ctc only)
 EAGER = ("numpy", "torch", "jax", "tensorflow", "mxnet", "chainer")
 
+_C = CONVENTIONS
 ROWS = [
-    SignatureRow("torch.ctc_loss", "ctcbridge.torch", "ctc_loss",
-                 "torch.nn.functional:ctc_loss", EAGER,
+    SignatureRow(_C["torch"], "torch.nn.functional:ctc_loss", EAGER,
                  _torch_prep, _all, ("torch",)),
-    SignatureRow("optax.ctc_loss", "ctcbridge.optax", "ctc_loss", "optax:ctc_loss",
-                 EAGER, _optax_prep, _feasible, ("jax",)),
-    SignatureRow("tensorflow.ctc_loss", "ctcbridge.tensorflow", "ctc_loss", "tensorflow:nn.ctc_loss",
+    SignatureRow(_C["optax"], "optax:ctc_loss", EAGER, _optax_prep, _feasible, ("jax",)),
+    SignatureRow(_C["tensorflow"], "tensorflow:nn.ctc_loss",
                  EAGER, _tf_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
-    SignatureRow("tensorflow.ctc_loss_v1", "ctcbridge.tensorflow", "ctc_loss_v1",
-                 "tensorflow:compat.v1.nn.ctc_loss", EAGER, _v1_prep, _v1_ok, ("tensorflow",),
-                 requires=("tensorflow",)),
-    SignatureRow("keras.ctc_loss", "ctcbridge.keras", "ctc_loss", "keras:ops.ctc_loss",
+    SignatureRow(_C["tensorflow-v1"], "tensorflow:compat.v1.nn.ctc_loss", EAGER, _v1_prep,
+                 _v1_ok, ("tensorflow",), requires=("tensorflow",)),
+    SignatureRow(_C["keras"], "keras:ops.ctc_loss",
                  EAGER, _keras_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
-    SignatureRow("keras.ctc_batch_cost", "ctcbridge.keras", "ctc_batch_cost",
-                 "keras.src.legacy.backend:ctc_batch_cost", EAGER,
+    SignatureRow(_C["keras-batch-cost"], "keras.src.legacy.backend:ctc_batch_cost", EAGER,
                  _batch_cost_prep, _batch_cost_ok, ("tensorflow",), flatten=True,
                  relative_grad=True),
-    SignatureRow("chainer.connectionist_temporal_classification", "ctcbridge.chainer",
-                 "connectionist_temporal_classification",
-                 "chainer.functions:connectionist_temporal_classification",
+    SignatureRow(_C["chainer"], "chainer.functions:connectionist_temporal_classification",
                  EAGER, _chainer_prep, _all, ("chainer",)),
     # Theano's own Op needs Baidu's warp-ctc: no native row
-    SignatureRow("theano.ctc", "ctcbridge.theano", "ctc", None,
-                 EAGER + ("pytensor", "theano"),
-                 _theano_prep, _all),
-    SignatureRow("mxnet.ctc_loss", "ctcbridge.mxnet", "ctc_loss",
-                 "ctcbridge.conform.rows:native_mxnet_ctc",
-                 EAGER, _mxnet_prep, _mxnet_ok,
-                 ("mxnet",)),
-    SignatureRow("gluon.CTCLoss", "ctcbridge.conform.rows", "gluon_ctc",
-                 "ctcbridge.conform.rows:native_gluon_ctc",
-                 EAGER, _gluon_prep, _mxnet_ok,
-                 ("mxnet",)),
+    SignatureRow(_C["theano"], None, EAGER + ("pytensor", "theano"), _theano_prep, _all),
+    SignatureRow(_C["mxnet"], "ctcbridge.conform.rows:native_mxnet_ctc",
+                 EAGER, _mxnet_prep, _mxnet_ok, ("mxnet",)),
+    SignatureRow(_C["gluon"], "ctcbridge.conform.rows:native_gluon_ctc",
+                 EAGER, _gluon_prep, _mxnet_ok, ("mxnet",),
+                 ours_via="ctcbridge.conform.rows:gluon_ctc"),
     # the WarpCTC plugin is not in MXNet's wheels: no native row
-    SignatureRow("mxnet.WarpCTC", "ctcbridge.mxnet", "WarpCTC", None,
-                 EAGER, _warpctc_prep, _warpctc_ok),
+    SignatureRow(_C["warpctc"], None, EAGER, _warpctc_prep, _warpctc_ok),
 ]
 
 
-def run_on(fw: str, fn, prep: Prepared, flatten: bool):
-    """(losses, grad or None) of fn(x, **args) computed on framework `fw`.
+def run_on(fw: str, fn, prep: Prepared, flatten: bool, x_name: str):
+    """(losses, grad or None) of fn(**{x_name: x}, **args) computed on framework `fw`.
 
     Each bridge knows how to differentiate in its framework: its
     ``grad_of_sum(fn, x, arrays, statics, order)`` returns (losses,
@@ -415,17 +428,7 @@ def run_on(fw: str, fn, prep: Prepared, flatten: bool):
         fn = partial(bridge.call_with_frames, fn)
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-    out, grad = bridge.grad_of_sum(fn, x, arrays, statics, _order)
+    out, grad = bridge.grad_of_sum(fn, x, arrays, statics,
+                                   lambda fn, x, arrays: {x_name: x, **arrays})
     out = np.asarray(out)
     return (out.reshape(-1) if flatten else out), grad
-
-
-_X_NAMES = ("log_probs", "inputs", "logits", "output", "y_pred", "data", "pred", "x", "activations")
-
-
-def _order(fn, x, arrays):
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    name = next(p for p in params if p in _X_NAMES)
-    return {name: x, **arrays}
