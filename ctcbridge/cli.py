@@ -83,7 +83,7 @@ def _print_matrix(matrix, frameworks) -> None:
 
 def _print_failures(matrix, limit: int = 12) -> None:
     """Our failing cases with where they differ; a line per failing native cell."""
-    from .conform.compare import divergence_ids
+    from .conform.divergences import divergence_ids
 
     shown = 0
     for m in matrix:
@@ -111,7 +111,8 @@ def _print_failures(matrix, limit: int = 12) -> None:
 
 def _conform(args: argparse.Namespace) -> int:
     if args.divergences:
-        from .conform.compare import divergences_markdown, divergences_text, find_convention
+        from .conform.compare import find_convention
+        from .conform.divergences import divergences_markdown, divergences_text
 
         sig = find_convention(args.convention).name if args.convention else None
         print(divergences_markdown() if args.markdown else divergences_text(sig), end="")

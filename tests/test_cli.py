@@ -13,7 +13,7 @@ import ctcbridge
 from ctcbridge.conform import corpus
 from ctcbridge.conform.rows import ROWS
 from ctcbridge.cli import main
-from ctcbridge.conform.compare import divergences_markdown, load_divergences
+from ctcbridge.conform.divergences import divergences_markdown, load_divergences
 
 FIRST_ROWS = {"torch.ctc_loss", "optax.ctc_loss", "tensorflow.ctc_loss", "keras.ctc_loss",
               "keras.ctc_batch_cost"}

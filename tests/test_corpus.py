@@ -14,8 +14,9 @@ import pytest
 
 from ctcbridge import reference
 from ctcbridge.conform import corpus
-from ctcbridge.conform.compare import (DOCS_BEGIN, DOCS_END, check_engine, divergences_markdown,
-                                   divergences_text, load_divergences)
+from ctcbridge.conform.compare import check_engine
+from ctcbridge.conform.divergences import (DOCS_BEGIN, DOCS_END, divergences_markdown,
+                                           divergences_text, load_divergences)
 from ctcbridge._numerics import required_frames
 from ctcbridge.conform.corpus import Case
 
@@ -179,11 +180,11 @@ def test_reference_computed_when_not_stored():
 
 def test_divergence_docs_are_generated_from_the_file():
     """docs/conformance.md renders ctcbridge/divergences.json; refresh it with
-    `python -m ctcbridge.conform.compare docs/conformance.md`."""
+    `python -m ctcbridge.conform.divergences docs/conformance.md`."""
     text = (ROOT / "docs" / "conformance.md").read_text()
     start, end = text.index(DOCS_BEGIN), text.index(DOCS_END) + len(DOCS_END)
     assert text[start:end] + "\n" == divergences_markdown(), \
-        "stale: run `python -m ctcbridge.conform.compare docs/conformance.md`"
+        "stale: run `python -m ctcbridge.conform.divergences docs/conformance.md`"
     plain = divergences_text()
     for entry in load_divergences()["divergences"]:
         assert entry["id"] in plain and entry["id"] in text
