@@ -15,15 +15,9 @@ from typing import Any
 import numpy as np
 
 from . import _engine
+from ._options import INFEASIBLE, INPUT_KINDS, LAYOUTS, EngineOptions
 from .errors import CTCTypeError, CTCValueError
 
-LAYOUTS = ("TNC", "NTC")
-INPUT_KINDS = {"logits": _engine.INPUT_LOGITS, "log_probs": _engine.INPUT_LOG_PROBS}
-INFEASIBLE = {
-    "inf": _engine.INFEASIBLE_INF,
-    "zero": _engine.INFEASIBLE_ZERO,
-    "sentinel": _engine.INFEASIBLE_SENTINEL,
-}
 
 _NATIVE = {np.dtype(np.float32): _engine.FLOAT32, np.dtype(np.float64): _engine.FLOAT64}
 
@@ -260,18 +254,10 @@ def compute(
         grad=grad.ctypes.data if grad is not None else None,
         grad_strides=strides3(grad) if grad is not None else _engine._I64x3(0, 0, 0),
     )
-    options = _engine.default_options()
-    options.blank = blank
-    options.input_kind = INPUT_KINDS[inputs]
-    options.infeasible = INFEASIBLE[infeasible]
-    options.log_zero = float(log_zero)
-    options.num_threads = num_threads
-    options.flags = (
-        (0 if merge_repeated else _engine.FLAG_NO_MERGE_REPEATED)
-        | (_engine.FLAG_WARP_BLANK_LABELS if warp_blank_labels else 0)
-        | (_engine.FLAG_LOG_SPACE if log_space else 0)
-    )
-    _engine.call(problem, options)
+    options = EngineOptions(blank=blank, inputs=inputs, infeasible=infeasible, log_zero=log_zero,
+                            merge_repeated=merge_repeated, warp_blank_labels=warp_blank_labels,
+                            log_space=log_space, num_threads=num_threads)
+    _engine.call(problem, options.struct())
     if out_dtype != dt:
         losses = losses.astype(out_dtype)
         grad = grad.astype(out_dtype) if grad is not None else None

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compute as canonical, _engine as _lib, _threads
+from .._options import EngineOptions
 from .._contract import CTCCall, run, shape_of
 from .base import Bridge
 
@@ -76,18 +77,10 @@ def _ffi_registered() -> bool:
 
 
 def _ffi_options(options: dict) -> dict:
-    """canonical.compute's options -> the custom call's attributes."""
-    o = dict(blank=0, layout="TNC", inputs="logits", infeasible="inf", log_zero=-1e10,
-             merge_repeated=True, warp_blank_labels=False, log_space=False, num_threads=0)
-    o.update(options)
-    flags = ((0 if o["merge_repeated"] else _lib.FLAG_NO_MERGE_REPEATED)
-             | (_lib.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
-             | (_lib.FLAG_LOG_SPACE if o["log_space"] else 0))
-    return dict(blank=np.int64(o["blank"]), layout=np.int64(canonical.LAYOUTS.index(o["layout"])),
-                input_kind=np.int64(canonical.INPUT_KINDS[o["inputs"]]),
-                infeasible=np.int64(canonical.INFEASIBLE[o["infeasible"]]),
-                flags=np.int64(flags), num_threads=np.int64(o["num_threads"]),
-                log_zero=np.float64(o["log_zero"]))
+    """canonical.compute's options -> the custom call's attributes (int64 and a
+    float64 ``log_zero``: the types the handler declares)."""
+    attrs = EngineOptions.of(options).attributes()
+    return {k: np.float64(v) if k == "log_zero" else np.int64(v) for k, v in attrs.items()}
 
 
 def _custom_call(call: CTCCall, x, aux, want_grad: bool):

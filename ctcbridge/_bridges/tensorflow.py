@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from .. import _engine, _threads
 from .._contract import CTCCall, run
+from .._options import EngineOptions
 from .base import Bridge
 
 
@@ -52,21 +53,10 @@ def _op_call(call: CTCCall, xv, aux):
     t = prepare(xv, *aux)
     if t is None:
         return None
-    o = dict(blank=0, inputs="logits", infeasible="inf", log_zero=-1e10, merge_repeated=True,
-             warp_blank_labels=False, log_space=False,
-             num_threads=BRIDGE.num_threads())
-    o.update(t.options)
-    flags = ((0 if o["merge_repeated"] else _engine.FLAG_NO_MERGE_REPEATED)
-             | (_engine.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
-             | (_engine.FLAG_LOG_SPACE if o["log_space"] else 0))
-    from .._compute import INFEASIBLE, INPUT_KINDS, LAYOUTS
-
+    attrs = EngineOptions.of(t.options, num_threads=BRIDGE.num_threads()).attributes()
+    log_zero = tf.constant(attrs.pop("log_zero"), tf.float64)  # an input of the op
     ints = [tf.cast(a, tf.int64) for a in (t.labels, t.input_lengths, t.label_lengths)]
-    losses, grad = _custom_op().ctcbridge_ctc_loss(
-        t.activations, *ints, tf.constant(float(o["log_zero"]), tf.float64),
-        blank=int(o["blank"]), layout=LAYOUTS.index(o.get("layout", "TNC")),
-        input_kind=INPUT_KINDS[o["inputs"]], infeasible=INFEASIBLE[o["infeasible"]],
-        flags=flags, num_threads=int(o["num_threads"]))
+    losses, grad = _custom_op().ctcbridge_ctc_loss(t.activations, *ints, log_zero, **attrs)
     if t.needs_numpy is None:
         return losses, grad
     return tf.cond(t.needs_numpy(losses), lambda: _numpy_function(call, xv, aux),
