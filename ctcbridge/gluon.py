@@ -89,7 +89,6 @@ def _make_class():
             def __init__(self, layout="NTC", label_layout="NT", weight=None, **kwargs):
                 self._configure(layout, label_layout)
                 self._weight = weight
-                self._batch_axis = label_layout.find("N")
 
             __call__ = _Shared._loss
 

@@ -81,11 +81,6 @@ def _grad_error(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(_errors(ours, ref, False).max(initial=0.0))
 
 
-def reference_result(case: Case) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 reference's (losses, grad) for a case (stored ones when shipped)."""
-    return case.reference()
-
-
 def check_engine(case: Case, dtype: str, ref=None) -> Result:
     """The canonical engine API on `case` in `dtype` against the reference."""
     ref_loss, ref_grad = ref if ref is not None else case.reference()
