@@ -20,7 +20,7 @@ from ctcbridge.conform.divergences import (DOCS_BEGIN, DOCS_END, divergences_mar
 from ctcbridge._numerics import required_frames
 from ctcbridge.conform.corpus import Case
 
-from conftest import assert_close_grads, assert_close_losses
+from helpers import assert_close_grads, assert_close_losses
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = corpus.load()

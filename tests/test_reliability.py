@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import ctcbridge
 from ctcbridge import CTCTypeError, CTCValueError, EngineMemoryError, _compute, reference
 
-from conftest import assert_close_grads, assert_close_losses
+from helpers import assert_close_grads, assert_close_losses
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -16,7 +16,7 @@ import ctcbridge.torch as ct
 from ctcbridge import reference
 from ctcbridge._numerics import required_frames
 
-from conftest import assert_close_losses
+from helpers import assert_close_losses
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

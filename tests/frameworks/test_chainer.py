@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
+pytest.importorskip("chainer")  # the module skips where a framework it needs is absent
+pytest.importorskip("jax")
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from chainer.utils.type_check import InvalidType
 
 import ctcbridge.chainer as cc

@@ -4,10 +4,15 @@ numpy, returned as that framework's arrays, differentiable there."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+pytest.importorskip("tensorflow")
+pytest.importorskip("torch")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import tensorflow as tf
 import torch
 

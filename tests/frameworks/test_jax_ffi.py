@@ -6,10 +6,13 @@ numpy path's errors, and the handler reports its own errors as exceptions."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import ctcbridge.optax as co
 from ctcbridge._bridges import jax as bridge

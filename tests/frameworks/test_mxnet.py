@@ -12,9 +12,13 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
+pytest.importorskip("mxnet")  # the module skips where a framework it needs is absent
+pytest.importorskip("torch")
+
 import mxnet as mx
 import numpy as np
-import pytest
 import torch
 from mxnet import gluon, nd
 

@@ -10,9 +10,12 @@ import pickle
 import warnings
 
 import numpy as np
+import pytest
+
+pytest.importorskip("pytensor")  # the module skips where a framework it needs is absent
+
 import pytensor
 import pytensor.tensor as pt
-import pytest
 
 import ctcbridge.theano as cth
 from ctcbridge._bridges import pytensor as bridge

@@ -20,11 +20,15 @@ if "jax" not in sys.modules:  # XLA reads its flags once, when jax starts its ba
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=2").strip()
 
+import pytest  # noqa: E402
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+pytest.importorskip("optax")
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-import pytest  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 

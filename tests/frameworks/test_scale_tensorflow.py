@@ -14,6 +14,9 @@ import sys
 
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")  # the module skips where a framework it needs is absent
+
 import tensorflow as tf
 
 import ctcbridge

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")  # the module skips where a framework it needs is absent
+
 import tensorflow as tf
 
 import ctcbridge.keras as ck

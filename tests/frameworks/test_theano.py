@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+pytest.importorskip("mxnet")  # the module skips where a framework it needs is absent
+pytest.importorskip("theano")
+
 import mxnet as mx
 import numpy as np
-import pytest
 import theano
 import theano.tensor as tt
 from theano.tensor.nnet import ctc as native
