@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _compute as canonical, _threads
+from . import _compute, _threads
 from ._compute import _as_int as as_int
 from .errors import CTCError, CTCTypeError, EngineError
 
@@ -141,8 +141,8 @@ def run(call: CTCCall, activations: np.ndarray, *aux: np.ndarray, want_grad: boo
     prep = call.prepare(np.asarray(activations), *[np.asarray(a) for a in aux])
     threads = bridge.engine_threads() if bridge is not None else (_threads.setting() or 0)
     kwargs = {"num_threads": threads, **prep.kwargs}
-    losses, grad = canonical.compute(prep.activations, prep.labels, want_grad=want_grad,
-                                     **kwargs)
+    losses, grad = _compute.compute(prep.activations, prep.labels, want_grad=want_grad,
+                                    **kwargs)
     if grad is not None and prep.grad_back is not None:
         grad = prep.grad_back(grad)
     if prep.post is not None:  # e.g. a native's own value for infeasible samples

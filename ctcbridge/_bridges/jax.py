@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _compute as canonical, _engine as _lib, _threads
+from .. import _compute, _engine as _lib, _threads
 from .._options import EngineOptions
 from .._contract import CTCCall, run, shape_of
 from .base import Bridge
@@ -77,7 +77,7 @@ def _ffi_registered() -> bool:
 
 
 def _ffi_options(options: dict) -> dict:
-    """canonical.compute's options -> the custom call's attributes (int64 and a
+    """_compute.compute's options -> the custom call's attributes (int64 and a
     float64 ``log_zero``: the types the handler declares)."""
     attrs = EngineOptions.of(options).attributes()
     return {k: np.float64(v) if k == "log_zero" else np.int64(v) for k, v in attrs.items()}
@@ -104,8 +104,8 @@ def _custom_call(call: CTCCall, x, aux, want_grad: bool):
     # cannot fit (the numpy path checks the same before allocating)
     T, N, C = (acts.shape if t.options.get("layout", "TNC") == "TNC"
                else (acts.shape[1], acts.shape[0], acts.shape[2]))
-    canonical.check_memory(T, t.labels.shape[1], T, N, C, int(attrs["num_threads"]), want_grad,
-                           acts.dtype.itemsize)
+    _compute.check_memory(T, t.labels.shape[1], T, N, C, int(attrs["num_threads"]), want_grad,
+                          acts.dtype.itemsize)
 
     def on_cpu():
         res = jax.ffi.ffi_call(_FFI_TARGET, outs, vmap_method="sequential")(acts, *ints, **attrs)
