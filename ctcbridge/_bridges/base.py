@@ -13,6 +13,10 @@ so that no other module branches on a framework's name.  A bridge supplies
   ``ctcbridge.set_num_threads`` is not set;
 - ``scale_per_sample(grad, g, batch_axis)``: the backward of every bridge, the
   engine's d sum(loss) turned into d sum_n g[n] loss[n];
+- for ``ctcbridge.convert`` (where ``converts``): ``transpose``,
+  ``take_classes``, ``log``, ``class_log_softmax``, ``class_softmax``,
+  ``unstack``, with ``convert_asarray``, ``stack`` and ``reshape``; the
+  arrays of a bridge without them are converted as numpy arrays;
 - for ``ctcbridge conform``: ``grad_of_sum`` (losses and d sum / d x of a
   signature on this framework's arrays), ``device_moves``, ``log_softmax`` and
   ``call_with_frames`` (Chainer's list of frames).
@@ -43,6 +47,7 @@ class Bridge:
     """The protocol, with the operations every framework shares written once."""
 
     name: str
+    converts = False  # offers the conversions of ctcbridge.convert on its own arrays
 
     # --- the loss -----------------------------------------------------------
 
@@ -102,6 +107,33 @@ class Bridge:
     def broadcast_mul(self, x, y):
         """x * y broadcast as numpy broadcasts ((N,) * (N, 1) -> (N, N)), in x's dtype."""
         return x * self.astype(y, x)
+
+    # --- for ctcbridge.convert, where ``converts`` --------------------------------
+
+    def convert_asarray(self, x):
+        """`x` as an array the conversions below take."""
+        raise NotImplementedError
+
+    def transpose(self, x, axes):
+        raise NotImplementedError
+
+    def take_classes(self, x, index):
+        """x[..., index]: the classes (last axis) in the order `index` gives."""
+        raise NotImplementedError
+
+    def log(self, x):
+        raise NotImplementedError
+
+    def class_log_softmax(self, x):
+        """log_softmax over the last axis, in x's dtype."""
+        raise NotImplementedError
+
+    def class_softmax(self, x):
+        raise NotImplementedError
+
+    def unstack(self, x) -> list:
+        """x's entries along axis 0."""
+        raise NotImplementedError
 
     # --- for ctcbridge conform ------------------------------------------------
 

@@ -31,6 +31,7 @@ import numpy as np
 from .. import _compute, _engine as _lib, _threads
 from .._options import EngineOptions
 from .._contract import CTCCall, run, shape_of
+from .._numerics import logsumexp
 from .base import Bridge
 
 
@@ -218,6 +219,7 @@ def _default_threads() -> int:
 
 class JaxBridge(Bridge):
     name = "jax"
+    converts = True
 
     def ctc(self, call: CTCCall, activations, aux):
         x = jnp.asarray(activations)
@@ -253,6 +255,27 @@ class JaxBridge(Bridge):
 
     def stack(self, arrays, axis):
         return jnp.stack([jnp.asarray(a) for a in arrays], axis)
+
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return jnp.transpose(x, axes)
+
+    def take_classes(self, x, index):
+        return x[..., jnp.asarray(index)]
+
+    def log(self, x):
+        return jnp.log(x)
+
+    def class_log_softmax(self, x):
+        return x - logsumexp(x, keepdims=True, xp=jnp)
+
+    def class_softmax(self, x):
+        return jnp.exp(x - logsumexp(x, keepdims=True, xp=jnp))
+
+    def unstack(self, x):
+        return [x[t] for t in range(x.shape[0])]
 
     def grad_of_sum(self, fn, x, arrays, statics, order):
         conv = {k: jnp.asarray(v) for k, v in arrays.items()}

@@ -83,6 +83,7 @@ def _default_threads() -> int:
 
 class TensorFlowBridge(Bridge):
     name = "tensorflow"
+    converts = True
 
     def default_threads(self) -> int:
         return _default_threads()
@@ -135,6 +136,27 @@ class TensorFlowBridge(Bridge):
 
     def stack(self, arrays, axis):
         return tf.stack([tf.convert_to_tensor(a) for a in arrays], axis)
+
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return tf.transpose(x, axes)
+
+    def take_classes(self, x, index):
+        return tf.gather(x, index, axis=-1)
+
+    def log(self, x):
+        return tf.math.log(x)
+
+    def class_log_softmax(self, x):
+        return tf.nn.log_softmax(x, -1)
+
+    def class_softmax(self, x):
+        return tf.nn.softmax(x, -1)
+
+    def unstack(self, x):
+        return tf.unstack(x, axis=0)
 
     def grad_of_sum(self, fn, x, arrays, statics, order):
         # as the other runners: an infinite loss keeps its defined gradient (e.g.

@@ -104,6 +104,7 @@ def _tensor(a):
 
 class TorchBridge(Bridge):
     name = "torch"
+    converts = True
 
     def default_threads(self) -> int:
         # torch's intra-op threads (torchrun sets OMP_NUM_THREADS=1 per worker)
@@ -141,6 +142,27 @@ class TorchBridge(Bridge):
 
     def stack(self, arrays, axis):
         return torch.stack([self.asarray(a) for a in arrays], axis)
+
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return x.permute(*axes)
+
+    def take_classes(self, x, index):
+        return x[..., torch.as_tensor(index, device=x.device)]
+
+    def log(self, x):
+        return torch.log(x)
+
+    def class_log_softmax(self, x):
+        return torch.log_softmax(x, -1)
+
+    def class_softmax(self, x):
+        return torch.softmax(x, -1)
+
+    def unstack(self, x):
+        return list(torch.unbind(x, 0))
 
     def grad_of_sum(self, fn, x, arrays, statics, order):
         xt = torch.tensor(x, requires_grad=True)
