@@ -26,6 +26,8 @@ _MODULES = {  # top-level module of an array type -> bridge module
     "pytensor": "pytensor",
     "theano": "theano",
 }
+# the frameworks with a bridge, in the order of the table (numpy's bridge is apart)
+FRAMEWORKS = tuple(dict.fromkeys(_MODULES.values()))
 _cache: dict = {}
 
 

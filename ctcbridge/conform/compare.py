@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._bridges import bridge_named
+from .._bridges import FRAMEWORKS, bridge_named
 from ..canonical import ctc_loss_and_grad
 from ..errors import CTCValueError
 from .corpus import Case
@@ -41,7 +41,7 @@ TOLERANCES = {
 }
 
 # The array frameworks with a bridge module ctcbridge._bridges.<name>, in matrix order.
-ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
+ARRAY_FRAMEWORKS = FRAMEWORKS
 
 # How many differing samples / an exception's text a report shows.
 _MAX_SAMPLES = 4
