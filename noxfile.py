@@ -15,14 +15,16 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["ctests", "sanitize", "tests", "fuzz", "torch", "jax", "tensorflow",
-                        "cross", "mxnet", "pytensor", "theano", "chainer", "migration", "docs"]
+nox.options.sessions = ["ctests", "sanitize", "tests", "typecheck", "fuzz", "torch", "jax",
+                        "tensorflow", "cross", "mxnet", "pytensor", "theano", "chainer",
+                        "migration", "docs"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 ROOT = Path(__file__).parent
-TEST_DEPS = ["pytest>=7", "hypothesis>=6"]
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")  # pyproject's, not a copy
 # The CPU wheel of torch 2.13.0 is the one this machine's pip finds locally;
 # an unpinned torch would pull a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
@@ -32,9 +34,21 @@ def _free_gib() -> float:
     return shutil.disk_usage(ROOT).free / 2**30
 
 
+# The sessions that run the documentation's code examples (tests/test_docs.py), and
+# the frameworks each requires there (a missing one is an error, not a skip).  They
+# are tagged `docs-examples` and `require:<framework>`, which `nox --list --json`
+# shows: tests/test_docs.py reads it to check every example runs somewhere.
+DOCS_EXAMPLES = {
+    "mxnet": ("mxnet", "torch"),
+    "pytensor": ("pytensor",),
+    "migration": ("mxnet", "chainer", "theano", "torch"),
+    "docs": ("torch", "tensorflow", "keras", "jax", "optax"),
+}
+
+
 def _session(**kwargs):
     """`nox.session(python=PYTHON, **kwargs)`, plus a private TMPDIR per session,
-    deleted when it ends.
+    deleted when it ends, and the tags of DOCS_EXAMPLES.
 
     Under CI the session's environment is deleted as well when it ends:
     the framework environments weigh 0.5-3 GiB each (torch, tensorflow and jax
@@ -58,9 +72,27 @@ def _session(**kwargs):
                     if location:
                         shutil.rmtree(location, ignore_errors=True)
                     session.log(f"disk after removing the environment: {_free_gib():.1f} GiB free")
-        return nox.session(python=PYTHON, **kwargs)(run)
+        tags = list(kwargs.pop("tags", []))
+        if func.__name__ in DOCS_EXAMPLES:
+            tags += ["docs-examples"] + [f"require:{fw}" for fw in DOCS_EXAMPLES[func.__name__]]
+        return nox.session(python=PYTHON, tags=tags, **kwargs)(run)
 
     return decorate
+
+
+def _install(session: nox.Session, *packages: str) -> None:
+    """This checkout's package, `packages` and the test dependency group."""
+    session.install(".", *packages, *TEST_DEPS)
+
+
+def _pytest(session: nox.Session, *args: str, env: dict | None = None) -> None:
+    """pytest on `args`, then the session's own arguments (`nox -s NAME -- -k ...`)."""
+    session.run("pytest", *args, *session.posargs, env=env)
+
+
+def _docs_env(session: nox.Session) -> dict:
+    """The environment of a DOCS_EXAMPLES run: the frameworks it requires."""
+    return {"CTCBRIDGE_REQUIRE_FRAMEWORKS": ",".join(DOCS_EXAMPLES[session.name])}
 
 
 def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
@@ -73,7 +105,7 @@ def _cmake_build(session: nox.Session, build_dir: str, *args: str) -> Path:
     return build
 
 
-@_session()
+@_session(tags=["quick"])
 def ctests(session: nox.Session) -> None:
     """Build the C engine and run its C tests (known answers, gradients, errors),
     then once more under Valgrind's memcheck (no leak, no invalid access)."""
@@ -105,18 +137,33 @@ def sanitize(session: nox.Session) -> None:
         session.run("gcc", f"-print-file-name={lib}", external=True, silent=True).strip()
         for lib in ("libasan.so", "libubsan.so")
     ]
-    session.install(".", *TEST_DEPS)
+    _install(session)
     env.update(LD_PRELOAD=" ".join(runtimes),
                CTCBRIDGE_LIBRARY=str(build / "libctcbridge_engine.so"))
-    session.run("pytest", "tests", "--ignore=tests/frameworks", "-p", "no:cacheprovider",
-                *session.posargs, env=env)
+    _pytest(session, "tests", "--ignore=tests/frameworks", "-p", "no:cacheprovider", env=env)
 
 
-@_session()
+@_session(tags=["quick"])
 def tests(session: nox.Session) -> None:
     """Install the package and run the Python tests (engine vs reference, errors, threads)."""
-    session.install(".", *TEST_DEPS)
-    session.run("pytest", "tests", "--ignore=tests/frameworks", *session.posargs)
+    _install(session)
+    _pytest(session, "tests", "--ignore=tests/frameworks")
+
+
+@_session(tags=["quick"])
+def typecheck(session: nox.Session) -> None:
+    """mypy on user code against the public API: tests/typing/good_user_code.py passes,
+    and every line marked `# E` of tests/typing/bad_user_code.py is an error
+    (reduction="avg" and the like: the API's Literal types catch them)."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    mypy = ("mypy", "--follow-imports=silent", "--ignore-missing-imports", "--no-incremental")
+    session.run(*mypy, "tests/typing/good_user_code.py")
+    out = session.run(*mypy, "tests/typing/bad_user_code.py", success_codes=[1], silent=True)
+    bad = (ROOT / "tests" / "typing" / "bad_user_code.py").read_text().splitlines()
+    marked = {i for i, line in enumerate(bad, 1) if line.endswith("# E")}
+    flagged = {int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line}
+    if marked - flagged:
+        session.error(f"mypy accepted lines {sorted(marked - flagged)} of bad_user_code.py")
 
 
 @_session()
@@ -137,41 +184,37 @@ def fuzz(session: nox.Session) -> None:
 @_session()
 def torch(session: nox.Session) -> None:
     """ctcbridge.torch against torch's own CTC (torch 2.13.0 CPU): values, gradients, compile."""
-    session.install(".", TORCH, *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_torch.py", "tests/frameworks/test_scale_torch.py",
-                *session.posargs)
+    _install(session, TORCH)
+    _pytest(session, "tests/frameworks/test_torch.py", "tests/frameworks/test_scale_torch.py")
 
 
 @_session()
 def jax(session: nox.Session) -> None:
     """ctcbridge.optax against optax.ctc_loss, with and without JAX_ENABLE_X64."""
-    session.install(".", "jax", "optax", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py",
-                *session.posargs)
-    session.run("pytest", "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py",
-                *session.posargs,
-                env={"JAX_ENABLE_X64": "1"})
+    _install(session, "jax", "optax")
+    _pytest(session, "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py")
+    _pytest(session, "tests/frameworks/test_optax.py", "tests/frameworks/test_jax_ffi.py",
+            env={"JAX_ENABLE_X64": "1"})
     # data parallelism over 2 host CPU devices: XLA reads the flag when jax starts
-    session.run("pytest", "tests/frameworks/test_scale_jax.py", *session.posargs,
-                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    _pytest(session, "tests/frameworks/test_scale_jax.py",
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
 
 
 @_session()
 def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
-    session.install(".", "tensorflow-cpu", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_tensorflow.py", *session.posargs)
+    _install(session, "tensorflow-cpu")
+    _pytest(session, "tests/frameworks/test_tensorflow.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
-    session.run("pytest", "tests/frameworks/test_scale_tensorflow.py", *session.posargs)
+    _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
 
 
 @_session()
 def cross(session: nox.Session) -> None:
     """Every signature on torch, jax and tensorflow arrays gives the numpy results; the
     TensorFlow custom op inside tf.function gives the eager results."""
-    session.install(".", TORCH, "tensorflow-cpu", "jax", "optax", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_cross.py", "tests/frameworks/test_tf_op.py",
-                *session.posargs)
+    _install(session, TORCH, "tensorflow-cpu", "jax", "optax")
+    _pytest(session, "tests/frameworks/test_cross.py", "tests/frameworks/test_tf_op.py")
 
 
 @_session()
@@ -180,22 +223,21 @@ def mxnet(session: nox.Session) -> None:
     gluon CTCLoss (autograd, hybridize, Symbol API); WarpCTC against the reference.
     torch beside it checks Gluon's conventions on torch tensors."""
     # mxnet 1.9.1 uses numpy aliases removed in numpy 1.24 (np.bool...)
-    session.install(".", "mxnet==1.9.1", "numpy<1.24", TORCH, *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_mxnet.py", *session.posargs)
+    _install(session, "mxnet==1.9.1", "numpy<1.24", TORCH)
+    _pytest(session, "tests/frameworks/test_mxnet.py")
     # the MXNet (and MXNet + torch) examples of docs/signatures/mxnet.md run here
     session.run("pytest", "tests/test_docs.py", "-k", "python_examples and mxnet",
-                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "mxnet,torch"})
+                env=_docs_env(session))
 
 
 @_session()
 def pytensor(session: nox.Session) -> None:
     """ctcbridge.theano on PyTensor variables: the Op, pytensor.grad, compiled functions,
     and the docs' PyTensor examples."""
-    session.install(".", "pytensor", *TEST_DEPS)
-    session.run("pytest", "tests/frameworks/test_pytensor.py", *session.posargs)
+    _install(session, "pytensor")
+    _pytest(session, "tests/frameworks/test_pytensor.py")
     # the PyTensor examples of docs/signatures/theano.md run here
-    session.run("pytest", "tests/test_docs.py", "-k", "python_examples",
-                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "pytensor"})
+    session.run("pytest", "tests/test_docs.py", "-k", "python_examples", env=_docs_env(session))
 
 
 @_session()
@@ -203,15 +245,14 @@ def theano(session: nox.Session) -> None:
     """ctcbridge.theano against Theano 1.0.5's signature (its Op on Theano variables) and
     against mxnet 1.9.1's warp-ctc semantics (contrib.ctc_loss, blank_label='first')."""
     # theano 1.0.5 and mxnet 1.9.1 use numpy aliases removed in numpy 1.24
-    session.install(".", "theano==1.0.5", "mxnet==1.9.1", "numpy<1.24", *TEST_DEPS)
+    _install(session, "theano==1.0.5", "mxnet==1.9.1", "numpy<1.24")
     # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
     flags = f"blas.ldflags=,base_compiledir={session.env['TMPDIR']}/theano"
     # with a warp-ctc build (CTCBRIDGE_WARPCTC_ROOT: holds include/ctc.h and
     # build/libwarpctc.so), Theano's own Op is compared as well
     if os.environ.get("CTCBRIDGE_WARPCTC_ROOT"):
         flags += f",ctc.root={os.environ['CTCBRIDGE_WARPCTC_ROOT']}"
-    session.run("pytest", "tests/frameworks/test_theano.py", *session.posargs,
-                env={"THEANO_FLAGS": flags})
+    _pytest(session, "tests/frameworks/test_theano.py", env={"THEANO_FLAGS": flags})
 
 
 def _install_chainer(session: nox.Session, *pins: str) -> None:
@@ -229,9 +270,9 @@ def chainer(session: nox.Session) -> None:
     """ctcbridge.chainer against chainer 7.8.1's connectionist_temporal_classification:
     values, gradients, FunctionNode and Variable idioms, errors, divergences; jax beside
     it checks Chainer's conventions on jax arrays."""
-    session.install(".", "numpy<2", "jax", *TEST_DEPS)
+    _install(session, "numpy<2", "jax")
     _install_chainer(session, "numpy<2")
-    session.run("pytest", "tests/frameworks/test_chainer.py", *session.posargs)
+    _pytest(session, "tests/frameworks/test_chainer.py")
 
 
 @_session()
@@ -242,17 +283,15 @@ def migration(session: nox.Session) -> None:
     conventions table's probes that need mxnet, chainer or theano run here."""
     session.env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
     pins = ("numpy<1.24",)
-    session.install(".", *pins, *TEST_DEPS)
+    _install(session, *pins)
     _install_chainer(session, *pins)
     session.install("mxnet==1.9.1", "theano==1.0.5", TORCH, *pins)
-    session.run("pytest", "tests/frameworks/test_migration.py", *session.posargs)
+    _pytest(session, "tests/frameworks/test_migration.py")
     # theano compiles C at run time: no BLAS to link, a fresh compile cache per run
     flags = f"blas.ldflags=,base_compiledir={session.env['TMPDIR']}/theano"
     # the framework-dependent parts (the `docs` session checks the rest of the pages)
-    session.run("pytest", "tests/test_docs.py::test_python_examples_run",
-                "tests/test_conventions.py", *session.posargs,
-                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "mxnet,chainer,theano,torch",
-                     "THEANO_FLAGS": flags})
+    _pytest(session, "tests/test_docs.py::test_python_examples_run", "tests/test_conventions.py",
+            env={**_docs_env(session), "THEANO_FLAGS": flags})
 
 
 @_session()
@@ -261,10 +300,9 @@ def docs(session: nox.Session) -> None:
     torch, tensorflow, jax or optax here; mxnet, chainer and theano ones in `migration`),
     the conventions table is probed against every adapter and `ctcbridge explain`'s code
     against every pair, then mkdocs builds the site with --strict (warnings are errors)."""
-    session.install(".", TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2", *TEST_DEPS)
-    session.run("pytest", "tests/test_docs.py", "tests/test_conventions.py",
-                "tests/test_explain.py", "tests/test_convert.py", *session.posargs,
-                env={"CTCBRIDGE_REQUIRE_FRAMEWORKS": "torch,tensorflow,keras,jax,optax"})
+    _install(session, TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2")
+    _pytest(session, "tests/test_docs.py", "tests/test_conventions.py", "tests/test_explain.py",
+            "tests/test_convert.py", env=_docs_env(session))
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
 
 
@@ -275,7 +313,8 @@ def corpus(session: nox.Session) -> None:
     # The generator and the reference are numpy only: run them from the checkout,
     # so the file is written where it is committed.
     session.install("numpy")
-    session.run("python", "-m", "ctcbridge.corpus", "--write", env={"PYTHONPATH": str(ROOT)})
+    session.run("python", "-m", "ctcbridge.conform.corpus", "--write",
+                env={"PYTHONPATH": str(ROOT)})
 
 
 @_session(default=False)

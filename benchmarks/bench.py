@@ -165,7 +165,7 @@ def _overhead_jax(x, labels, il, ll, raw):
     import jax.numpy as jnp
 
     import ctcbridge.optax as co
-    from ctcbridge._arrays import jax as jax_bridge
+    from ctcbridge._bridges import jax as jax_bridge
 
     N, T, _ = raw["ntc"].shape
     L = labels.shape[1]
@@ -196,7 +196,7 @@ def _overhead_tensorflow(x, labels, il, ll, raw):
 
     import ctcbridge.keras as ck
     import ctcbridge.tensorflow as ctf
-    from ctcbridge._arrays import tensorflow as tf_bridge
+    from ctcbridge._bridges import tensorflow as tf_bridge
 
     xv, xv_ntc = tf.Variable(x), tf.Variable(raw["ntc"])
     labtf, iltf, lltf = tf.constant(labels), tf.constant(il), tf.constant(ll)

@@ -14,7 +14,8 @@ imported only by the users who ask for them.
 
 from __future__ import annotations
 
-from ._threads import get_num_threads, set_num_threads
+from ._bridges import get_num_threads
+from ._threads import set_num_threads
 from ._version import __version__
 from .canonical import ctc_loss, ctc_loss_and_grad
 from .errors import (

@@ -22,18 +22,17 @@ The setting is process-wide rather than thread-local on purpose: frameworks
 run the loss of compiled code on their own threads (a ``pmap`` shard's
 callback, a ``tf.function``'s ``numpy_function``), where a thread-local or
 context variable set by the caller is not visible.  It is read at every engine
-call made through Python (``call.run``); the engine's custom ops compiled into
-a program (XLA custom call, TF op) carry the value read when it was traced.
-No framework is imported here: a framework's setting is read from
-``sys.modules``, where it is whenever its arrays exist.
+call made through Python (``_contract.run``); the engine's custom ops compiled
+into a program (XLA custom call, TF op) carry the value read when it was traced.
+
+This module holds the setting; each framework's default is its bridge's
+(``Bridge.default_threads``), and :func:`ctcbridge.get_num_threads` asks it.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
-from functools import lru_cache
 
 from .errors import CTCTypeError, CTCValueError
 
@@ -95,42 +94,6 @@ def _validated(n):
     return n
 
 
-def get_num_threads(framework: str | None = None) -> int:
-    """The engine threads a call on ``framework``'s arrays uses now (>= 1).
-
-    ``framework`` is a bridge name ("torch", "tensorflow", "jax", "numpy"...);
-    None means numpy.  The engine also never runs more threads than the
-    batch has samples."""
-    return engine_threads(framework) or available_cores()
-
-
-def engine_threads(framework: str | None) -> int:
-    """``get_num_threads`` as the engine's ``num_threads`` (0: every core), without
-    asking the kernel for the affinity on every call."""
-    n = _setting
-    if n is None:
-        default = _DEFAULTS.get(framework or "numpy")
-        n = default() if default is not None and framework in sys.modules else 0
-    return n
-
-
-def _torch() -> int:
-    return sys.modules["torch"].get_num_threads()
-
-
-@lru_cache(maxsize=None)  # both are fixed once TF's context exists (a tensor does)
-def _tensorflow() -> int:
-    tf = sys.modules["tensorflow"]
-    threads = tf.config.threading.get_intra_op_parallelism_threads() or available_cores()
-    devices = len(tf.config.list_logical_devices("CPU")) or 1
-    return max(1, threads // devices)
-
-
-@lru_cache(maxsize=None)  # XLA's flags and devices are fixed once its backend is up
-def _jax() -> int:
-    if "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", ""):
-        return 1
-    return max(1, available_cores() // sys.modules["jax"].local_device_count())
-
-
-_DEFAULTS = {"torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
+def setting() -> int | None:
+    """The process-wide setting: None (follow the framework), 0 (every core) or n."""
+    return _setting

@@ -44,16 +44,16 @@ framework's differentiable op; on numpy arrays a numpy result.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import shape_of
-from .errors import CTCTypeError, CTCValueError
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make, shape_of
+from ._natives import chainer as chainer_native
+from .errors import (ChainerAssertionError, ChainerIndexError, CTCTypeError, CTCValueError,
+                     chainer_invalid_type)
 
 __all__ = ["connectionist_temporal_classification"]
 
@@ -61,38 +61,12 @@ _REDUCE = ("mean", "no")
 _NODE = "ConnectionistTemporalClassification"
 
 
-class ChainerIndexError(CTCValueError, IndexError):
-    """A label outside [-V, V): the ``IndexError`` Chainer's indexing raises."""
-
-
-class ChainerAssertionError(CTCValueError, AssertionError):
-    """What Chainer asserts (blank range, 2-D frames, lengths in debug mode)."""
-
-
-_invalid_type_class = None
-
-
 def invalid_type(expect: str, actual: str, function: str = _NODE) -> Exception:
-    """Chainer's ``InvalidType`` (type_check) with its message, when chainer is imported;
-    a CTCTypeError with the same message otherwise."""
-    global _invalid_type_class
+    """Chainer's ``InvalidType`` (type_check) with its message (see
+    :func:`ctcbridge.errors.chainer_invalid_type`)."""
     msg = (f"\nInvalid operation is performed in: {function} (Forward)\n\n"
            f"Expect: {expect}\nActual: {actual}")
-    if "chainer" not in sys.modules:
-        return CTCTypeError(msg)
-    if _invalid_type_class is None:
-        from chainer.utils.type_check import InvalidType
-
-        class ChainerInvalidType(CTCTypeError, InvalidType):
-            def __init__(self, msg, expect=None, actual=None):
-                Exception.__init__(self, msg)
-                self.expect, self.actual = expect, actual
-
-            def __reduce__(self):
-                return type(self), (self.args[0], self.expect, self.actual)
-
-        _invalid_type_class = ChainerInvalidType
-    return _invalid_type_class(msg, expect, actual)
+    return chainer_invalid_type(msg, expect, actual)
 
 
 _INT32 = "<class 'numpy.int32'>"
@@ -114,91 +88,6 @@ def _check_types(x, t, input_length, label_length):
     B = x.shape[1]
     for name, arr in (("t", t), ("input_length", input_length), ("label_length", label_length)):
         expect(arr.shape[0] == B, f"{name}.shape[0] == x.shape[1]", arr.shape[0], B)
-
-
-def _zero(dtype) -> float:
-    """Chainer's stand-in for log(0) (its ``zero_padding``)."""
-    return -1e4 if dtype == np.float16 else -1e10
-
-
-# --- a port of Chainer's numpy lattice (chainer/functions/loss/ctc.py, MIT
-# licence, Preferred Networks), operation for operation in the input dtype, so
-# that its sentinel arithmetic gives the same numbers.  Used only for samples
-# without a valid alignment, where that arithmetic is Chainer's answer.
-
-def _lse(a, axis):
-    vmax = np.amax(a, axis=axis, keepdims=True)
-    vmax += np.log(np.sum(np.exp(a - vmax), axis=axis, keepdims=True, dtype=a.dtype))
-    return np.squeeze(vmax, axis=axis)
-
-
-def _transition(prev, path, path_length, cum, y, zero):
-    B, P = path.shape
-    mat = np.full((3, B, P), zero, y.dtype)
-    mat[0] = prev
-    mat[1, :, 1:] = prev[:, :-1]
-    mat[2, :, 2:] = prev[:, :-2]
-    mat[2, :, 2:][path[:, :-2] == path[:, 2:]] = zero  # no skip between equal symbols
-    prob = _lse(mat, 0)
-    prob[np.arange(P) >= path_length[:, None]] = zero
-    cum += prob
-    prob += y[np.arange(B)[:, None], path]
-    return prob
-
-
-def _rotate_time(a, input_length):
-    """a[(i + input_length[b]) % T, b] reversed in i: frames from the last used one."""
-    T, B = a.shape[:2]
-    i = (np.arange(T)[:, None] + input_length) % T
-    return a[i, np.arange(B)[None, :]][::-1]
-
-
-def _rotate_states(a, path_length):
-    """a[..., b, (k + path_length[b]) % P] reversed in k: states from the last used one."""
-    P = a.shape[-1]
-    s = (np.arange(P) + path_length[:, None]) % P
-    return np.take_along_axis(a, np.broadcast_to(s, a.shape), -1)[..., ::-1]
-
-
-def _chainer_lattice(x, t, input_length, label_length, blank, want_grad=True):
-    """Chainer's forward-backward for a batch: (losses (B,), d sum / d x or None), in
-    x's dtype, with Chainer's masking of frames past each input length."""
-    zero = _zero(x.dtype)
-    T, B, V = x.shape
-    e = np.exp(x - np.amax(x, axis=2, keepdims=True))
-    e /= np.sum(e, axis=2, keepdims=True)  # softmax, in the input dtype
-    with np.errstate(divide="ignore"):
-        log_y = np.where(e > 0, np.log(np.where(e > 0, e, 1)), x.dtype.type(zero)).astype(x.dtype)
-    path = np.full((B, 2 * t.shape[1] + 1), blank, dtype=np.int32)
-    path[:, 1::2] = t
-    path_length = 2 * label_length.astype(np.int64) + 1
-    start = np.full(path.shape, zero, dtype=x.dtype)
-    start[:, 0] = 0
-    prob = log_y[np.arange(T)[:, None, None], np.arange(B)[:, None], path]
-    fwd = start
-    with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(T):
-            fwd = _transition(fwd, path, path_length, prob[i], log_y[i], zero)
-        r_path = _rotate_states(path, path_length)
-        prob = _rotate_states(_rotate_time(prob, input_length), path_length)
-        bwd = start
-        for i, y in enumerate(_rotate_time(log_y, input_length)):
-            bwd = _transition(bwd, r_path, path_length, prob[i], y, zero)
-        trans = _rotate_states(_rotate_time(prob, input_length), path_length)
-        total = _lse(trans[0], 1)
-        if not want_grad:
-            return -total, None
-        occupancy = np.exp(trans - total[:, None])
-    grad = np.zeros_like(e)
-    for b in range(B):
-        used = path[b, : path_length[b]]
-        for c in set(used.tolist()):
-            grad[:, b, c] = np.sum(occupancy[:, b, : path_length[b]][:, used == c], axis=1)
-    grad = e - grad
-    # Chainer multiplies by the frame mask, which keeps NaN (inf - inf) on the
-    # padded frames; zeroing them is a divergence
-    grad[np.arange(T)[:, None] >= input_length[None, :]] = 0
-    return -total, grad
 
 
 def _check_labels(t, input_length, label_length, V, T):
@@ -240,17 +129,7 @@ def _prepare(x, t, input_length, label_length, *, blank):
     def post(losses, grad):
         # samples of probability 0 (no valid alignment, or emissions of probability
         # 0 on every alignment): Chainer's sentinel arithmetic
-        zero_prob = np.isposinf(losses)
-        port = np.flatnonzero(zero_prob & (input_length > 0))
-        if port.size:
-            loss, g = _chainer_lattice(x[:, port], t[port], input_length[port],
-                                       label_length[port], blank, grad is not None)
-            losses[port] = loss
-            if grad is not None:
-                grad[:, port] = g
-        # no frame at all: log P = log(0) itself (Chainer would read all T frames)
-        losses[zero_prob & (input_length == 0)] = -_zero(x.dtype)
-        return losses, grad
+        return chainer_native.values(losses, grad, x, t, input_length, label_length, blank)
 
     return Prepared(x, labels, dict(input_lengths=input_length, label_lengths=label_length,
                                     blank=blank, layout="TNC", inputs="logits"),

@@ -20,6 +20,8 @@ import math
 import sys
 import time
 
+from .errors import CTCValueError
+
 
 def _versions() -> str:
     from . import __version__, engine_version
@@ -51,14 +53,14 @@ class _Progress:
 
 
 def _load_cases(args):
-    from .corpus import corpus_path, corpus_version, load
+    from .conform.corpus import corpus_path, corpus_version, load
 
     path = args.corpus or corpus_path()
     cases = load(path)
     if args.cases:
         cases = [c for c in cases if any(k in c.name or k in c.tags for k in args.cases)]
         if not cases:
-            raise ValueError(f"no corpus case matches {args.cases}")
+            raise CTCValueError(f"no corpus case matches {args.cases}")
     return cases, dict(path=str(path), version=corpus_version(path),
                        cases=[c.name for c in cases])
 
@@ -81,7 +83,7 @@ def _print_matrix(matrix, frameworks) -> None:
 
 def _print_failures(matrix, limit: int = 12) -> None:
     """Our failing cases with where they differ; a line per failing native cell."""
-    from .conformance import divergence_ids
+    from .conform.divergences import divergence_ids
 
     shown = 0
     for m in matrix:
@@ -109,7 +111,8 @@ def _print_failures(matrix, limit: int = 12) -> None:
 
 def _conform(args: argparse.Namespace) -> int:
     if args.divergences:
-        from .conformance import divergences_markdown, divergences_text, find_convention
+        from .conform.compare import find_convention
+        from .conform.divergences import divergences_markdown, divergences_text
 
         sig = find_convention(args.convention).name if args.convention else None
         print(divergences_markdown() if args.markdown else divergences_text(sig), end="")
@@ -118,27 +121,25 @@ def _conform(args: argparse.Namespace) -> int:
         return _list_conventions()
     if args.impl or args.convention:
         if not (args.impl and args.convention):
-            raise ValueError("--impl and --convention go together")
+            raise CTCValueError("--impl and --convention go together")
         return _conform_impl(args)
     return _conform_all(args)
 
 
 def _list_conventions() -> int:
-    from ._signature_rows import ROWS
-    from .conventions import CONVENTIONS, dotted_name
+    from .conform.rows import ROWS
 
-    short = {dotted_name(c): n for n, c in CONVENTIONS.items()}
     width = max(len(r.name) for r in ROWS)
     print(f"{'convention':<{width}}  {'alias':<16}  native (frameworks)")
     for r in ROWS:
-        print(f"{r.name:<{width}}  {short.get(r.name, '-'):<16}  {r.native or '-'} "
+        print(f"{r.name:<{width}}  {r.convention.name:<16}  {r.native or '-'} "
               f"({', '.join(r.native_frameworks) or '-'})")
     return 0
 
 
 def _conform_all(args) -> int:
-    from ._signature_rows import ROWS
-    from .conformance import TOLERANCES, check_engine, installed_frameworks, run_matrix
+    from .conform.rows import ROWS
+    from .conform.compare import TOLERANCES, check_engine, installed_frameworks, run_matrix
 
     cases, corpus = _load_cases(args)
     frameworks = installed_frameworks()
@@ -146,7 +147,7 @@ def _conform_all(args) -> int:
         wanted = args.framework.split(",")
         missing = [fw for fw in wanted if fw not in frameworks]
         if missing:
-            raise ValueError(f"framework(s) {', '.join(missing)} not installed here "
+            raise CTCValueError(f"framework(s) {', '.join(missing)} not installed here "
                              f"(installed: {', '.join(frameworks)})")
         frameworks = [fw for fw in frameworks if fw in wanted]
     progress = _Progress()
@@ -198,7 +199,7 @@ def _conform_all(args) -> int:
 
 
 def _conform_impl(args) -> int:
-    from .conformance import TOLERANCES, check_impl, find_convention, installed_frameworks, \
+    from .conform.compare import TOLERANCES, check_impl, find_convention, installed_frameworks, \
         load_impl
 
     row = find_convention(args.convention)
@@ -207,7 +208,7 @@ def _conform_impl(args) -> int:
     if args.framework:
         fw = args.framework
         if fw not in installed:
-            raise ValueError(f"framework {fw!r} is not installed here "
+            raise CTCValueError(f"framework {fw!r} is not installed here "
                              f"(installed: {', '.join(installed)})")
     else:  # the arrays the convention's native takes, else numpy (loss only)
         fw = next((f for f in row.native_frameworks if f in installed), "numpy")

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._arrays import framework_of
+from ._bridges import bridge_for, bridge_named
 from .errors import CTCTypeError, CTCValueError
 
 __all__ = [
@@ -63,53 +63,11 @@ REDUCTIONS = ("none", "sum", "mean", "mean_per_label", "weighted")
 
 
 # --------------------------------------------------------------- array operations
-class _Ops:
-    """The few operations the conversions need, in the activations' framework."""
-
-    def __init__(self, x):
-        self.fw = framework_of(x)
-        if self.fw == "torch":
-            import torch
-
-            self.xp, self.asarray = torch, lambda a: a
-            self.transpose = lambda a, axes: a.permute(*axes)
-            self.take = lambda a, idx: a[..., torch.as_tensor(idx, device=a.device)]
-            self.log_softmax = lambda a: torch.log_softmax(a, -1)
-            self.softmax = lambda a: torch.softmax(a, -1)
-            self.stack, self.unstack = torch.stack, lambda a: list(torch.unbind(a, 0))
-        elif self.fw == "tensorflow":
-            import tensorflow as tf
-
-            self.xp, self.asarray = tf.math, lambda a: a
-            self.transpose = lambda a, axes: tf.transpose(a, axes)
-            self.take = lambda a, idx: tf.gather(a, idx, axis=-1)
-            self.log_softmax = lambda a: tf.nn.log_softmax(a, -1)
-            self.softmax = lambda a: tf.nn.softmax(a, -1)
-            self.stack, self.unstack = tf.stack, lambda a: tf.unstack(a, axis=0)
-        else:
-            if self.fw == "jax":
-                import jax.numpy as xp
-            else:
-                xp = np
-            self.xp, self.asarray = xp, (lambda a: a) if self.fw == "jax" else np.asarray
-            self.transpose = lambda a, axes: xp.transpose(a, axes)
-            self.take = lambda a, idx: a[..., xp.asarray(idx)]
-            self.log_softmax = lambda a: a - _logsumexp(xp, a)
-            self.softmax = lambda a: xp.exp(a - _logsumexp(xp, a))
-            self.stack, self.unstack = xp.stack, lambda a: [a[t] for t in range(a.shape[0])]
-
-    def reshape(self, a, shape):
-        if self.fw == "tensorflow":
-            import tensorflow as tf
-
-            return tf.reshape(a, shape)
-        return a.reshape(shape)
-
-
-def _logsumexp(xp, a):
-    m = xp.max(a, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)
-    return m + xp.log(xp.sum(xp.exp(a - m), axis=-1, keepdims=True))
+def _ops(x):
+    """The bridge whose operations convert `x` (numpy's for the arrays of a framework
+    whose bridge offers no conversions: they are converted as numpy arrays)."""
+    bridge = bridge_for(x)
+    return bridge if bridge.converts else bridge_named("numpy")
 
 
 def _check(value, name, allowed):
@@ -139,11 +97,11 @@ def layout(x, src: str, dst: str, *, batch: int | None = None):
     if src == "steps":
         if not len(x):
             raise CTCValueError("a 'steps' layout needs at least one time step to know N and C")
-        ops = _Ops(x[0])
+        ops = _ops(x[0])
         tnc = ops.stack(list(x), 0)
     else:
-        ops = _Ops(x)
-        x = ops.asarray(x)
+        ops = _ops(x)
+        x = ops.convert_asarray(x)
         if src == "flat":
             if batch is None:
                 raise CTCValueError("reading the 'flat' layout (T*N, C) needs batch=N")
@@ -187,16 +145,16 @@ def inputs(x, src: str, dst: str, *, eps: float = 0.0):
     _check(dst, "dst", INPUT_KINDS)
     if src == dst or (src, dst) == ("log_probs", "logits"):
         return x
-    ops = _Ops(x)
-    x = ops.asarray(x)
+    ops = _ops(x)
+    x = ops.convert_asarray(x)
     if src == "probs":
         if not eps:
-            return ops.xp.log(x)  # log-probabilities, hence valid logits too
-        logits = ops.xp.log(x + eps)  # no longer normalised: log_softmax for log_probs
-        return logits if dst == "logits" else ops.log_softmax(logits)
+            return ops.log(x)  # log-probabilities, hence valid logits too
+        logits = ops.log(x + eps)  # no longer normalised: log_softmax for log_probs
+        return logits if dst == "logits" else ops.class_log_softmax(logits)
     if dst == "log_probs":
-        return ops.log_softmax(x)
-    return ops.softmax(x)  # logits or log_probs -> probs
+        return ops.class_log_softmax(x)
+    return ops.class_softmax(x)  # logits or log_probs -> probs
 
 
 # ------------------------------------------------------------------- blank
@@ -254,9 +212,9 @@ def move_blank(x, labels, src, dst, *, num_classes: int | None = None):
     renumber = np.argsort(order)  # old class -> new class
     if x is not None:
         if isinstance(x, (list, tuple)):  # the 'steps' layout
-            x = [_Ops(step).take(step, order) for step in x]
+            x = [_ops(step).take_classes(step, order) for step in x]
         else:
-            x = _Ops(x).take(x, order)
+            x = _ops(x).take_classes(x, order)
     return x, _renumber(labels, renumber)
 
 
@@ -365,9 +323,9 @@ class Labels:
         row's values are read in column order."""
         if values is None:
             indices, values, dense_shape = indices.indices, indices.values, indices.dense_shape
-        from .tensorflow import _sparse_rows  # TF's reading, shared (imports no TF)
+        from ._natives.tensorflow import sparse_rows  # TF's reading (imports no TF)
 
-        return cls.from_list(_sparse_rows(np.asarray(indices), np.asarray(values),
+        return cls.from_list(sparse_rows(np.asarray(indices), np.asarray(values),
                                           np.asarray(dense_shape)))
 
     @classmethod

@@ -35,3 +35,57 @@ class EngineLoadError(CTCError, ImportError):
 
 class CTCRuntimeError(CTCValueError, RuntimeError):
     """Invalid input, raised as a ``RuntimeError`` too: the type PyTorch's CTC raises."""
+
+
+class CTCAssertionError(CTCValueError, AssertionError):
+    """Invalid input where the native asserts (Gluon's constructor checks)."""
+
+
+class GradientNotComputedError(CTCError, RuntimeError):
+    """The loss was computed without its gradient (the activations did not require one,
+    or backpropagation was off), and then differentiated."""
+
+
+class CTCGradientError(CTCError, AssertionError):
+    """Differentiating a ``compute_grad=False`` Op (Theano asserts, an AssertionError)."""
+
+
+# --- Chainer's types: the signature keeps the exception types Chainer raises
+
+
+class ChainerIndexError(CTCValueError, IndexError):
+    """A label outside [-V, V): the ``IndexError`` Chainer's indexing raises."""
+
+
+class ChainerAssertionError(CTCAssertionError):
+    """What Chainer asserts (blank range, 2-D frames, lengths in debug mode)."""
+
+
+_chainer_invalid_type = None
+
+
+def chainer_invalid_type(msg: str, expect: str, actual: str) -> CTCTypeError:
+    """Chainer's ``InvalidType`` (``chainer.utils.type_check``) with `msg`, when chainer
+    is imported; a :class:`CTCTypeError` with the same message otherwise.
+
+    The class derives from Chainer's own, so it can only be made once chainer is
+    imported; it is made here, on first use, and kept."""
+    import sys
+
+    global _chainer_invalid_type
+    if "chainer" not in sys.modules:
+        return CTCTypeError(msg)
+    if _chainer_invalid_type is None:
+        from chainer.utils.type_check import InvalidType
+
+        class ChainerInvalidType(CTCTypeError, InvalidType):
+            def __init__(self, msg, expect=None, actual=None):
+                Exception.__init__(self, msg)
+                self.expect, self.actual = expect, actual
+
+            def __reduce__(self):
+                return type(self), (self.args[0], self.expect, self.actual)
+
+        ChainerInvalidType.__module__ = __name__
+        _chainer_invalid_type = ChainerInvalidType
+    return _chainer_invalid_type(msg, expect, actual)

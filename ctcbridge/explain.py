@@ -22,6 +22,7 @@ import sys
 
 from . import conventions as cv
 from .conventions import Convention
+from .errors import CTCTypeError
 
 __all__ = ["explain", "conversion", "convert_arguments", "call", "add_parser", "run"]
 
@@ -224,7 +225,7 @@ def convert_arguments(src_name: str, dst_name: str, **args) -> dict:
     src, dst = cv.get(src_name), cv.get(dst_name)
     unknown = set(args) - {p.name for p in src.params}
     if unknown:
-        raise TypeError(f"{src.name} has no parameter {sorted(unknown)[0]!r}")
+        raise CTCTypeError(f"{src.name} has no parameter {sorted(unknown)[0]!r}")
     ns = {"np": np, "convert": convert}
     ns.update({p.name: p.default for p in src.params if p.default != "<required>"})
     ns.update(args)
@@ -251,7 +252,7 @@ def call(name: str, **args):
         last = max((i for i, p in enumerate(params) if p.name in args), default=-1)
         positional = [args.pop(p.name, p.default) for p in params[: last + 1]]
         if args:
-            raise TypeError(f"{name} has no parameter {sorted(args)[0]!r}")
+            raise CTCTypeError(f"{name} has no parameter {sorted(args)[0]!r}")
         return getattr(module, conv.call[:-2])(**ctor)(*positional)
     return getattr(module, conv.call)(**args)
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from numbers import Number
 
-from ._arrays import bridge_for, framework_of
-from ._signature import reraise_as
-from .errors import CTCRuntimeError
+from ._bridges import bridge_for, framework_of
+from ._contract import reraise_as
+from .errors import CTCAssertionError, CTCRuntimeError
 from .mxnet import _ctc
 
 __all__ = ["CTCLoss"]
@@ -39,9 +39,9 @@ __all__ = ["CTCLoss"]
 def _check_layouts(layout, label_layout):
     # Gluon asserts these in the constructor, with these messages
     if layout not in ("NTC", "TNC"):
-        raise AssertionError(f"Only 'NTC' and 'TNC' layouts for pred are supported. Got: {layout}")
+        raise CTCAssertionError(f"Only 'NTC' and 'TNC' layouts for pred are supported. Got: {layout}")
     if label_layout not in ("NT", "TN"):
-        raise AssertionError(
+        raise CTCAssertionError(
             f"Only 'NT' and 'TN' layouts for label are supported. Got: {label_layout}")
 
 
@@ -49,16 +49,11 @@ def _check_layouts(layout, label_layout):
 def _ctc_loss(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
               layout="NTC", label_layout="NT", weight=None):
     """Gluon's CTCLoss forward on any framework's arrays (pred's framework out)."""
-    if weight is not None and not isinstance(weight, Number):
-        raise AssertionError("weight must be a number")
     loss = _ctc(pred, label, pred_lengths, label_lengths, blank_last=True, layout=layout,
                 label_layout=label_layout)
     if sample_weight is not None:
         bridge = bridge_for(pred, label, pred_lengths, label_lengths, sample_weight)
-        if bridge.name == "mxnet":
-            loss = bridge.broadcast_mul(loss, sample_weight)
-        else:  # numpy broadcasting is MXNet's: (N,) * (N, 1) -> (N, N)
-            loss = loss * bridge.astype(sample_weight, loss)
+        loss = bridge.broadcast_mul(loss, sample_weight)  # MXNet's: (N,) * (N, 1) -> (N, N)
     if weight is not None:
         loss = loss * weight
     return loss
@@ -73,6 +68,8 @@ class _Shared:
         self._label_layout = label_layout
 
     def _loss(self, pred, label, pred_lengths=None, label_lengths=None, sample_weight=None):
+        if self._weight is not None and not isinstance(self._weight, Number):
+            raise CTCAssertionError("weight must be a number")  # Gluon asserts it per call
         return _ctc_loss(pred, label, pred_lengths, label_lengths, sample_weight,
                          layout=self._layout, label_layout=self._label_layout,
                          weight=self._weight)
@@ -92,7 +89,6 @@ def _make_class():
             def __init__(self, layout="NTC", label_layout="NT", weight=None, **kwargs):
                 self._configure(layout, label_layout)
                 self._weight = weight
-                self._batch_axis = label_layout.find("N")
 
             __call__ = _Shared._loss
 

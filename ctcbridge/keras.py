@@ -20,25 +20,23 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from .canonical import _as_int
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape_of
 from .errors import CTCValueError
-from .tensorflow import _end_at_blank, _padded, _prepare_dense, _tf_prepare_dense
+from ._natives import tensorflow as tf_native
+from .conventions import KERAS_EPSILON  # keras.backend.epsilon()
+from .tensorflow import _padded, _prepare_dense, _tf_prepare_dense
 
 __all__ = ["ctc_loss", "ctc_batch_cost"]
-
-EPSILON = 1e-7  # keras.backend.epsilon()
 
 
 @factory("keras.ctc_loss")
 def _loss_call(blank):
-    call = CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
-                   batch_size=lambda s: s[0], batch_axis=0)
-    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
-    call.tf_prepare = partial(_tf_prepare_dense, time_major=False, blank_index=blank)
-    return call
+    return CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   # the TF bridge's custom-op route in tf.function (_bridges/tensorflow.py)
+                   traced={"tensorflow": partial(_tf_prepare_dense, time_major=False,
+                                                 blank_index=blank)})
 
 
 @factory("keras.ctc_batch_cost")
@@ -50,7 +48,7 @@ def ctc_loss(target, output, target_length, output_length, mask_index=0):
     """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,)."""
     if len(shape_of(output)) != 3:
         raise CTCValueError(f"output must be 3-D (B, T, C), got shape {shape_of(output)}")
-    blank = _as_int(mask_index, "mask_index")
+    blank = as_int(mask_index, "mask_index")
     call = make("keras.ctc_loss", blank)
     bridge = bridge_for(output, target, target_length, output_length)
     return bridge.ctc(call, output, [target, target_length, output_length])
@@ -60,7 +58,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
     if y_pred.ndim != 3:
         raise CTCValueError(f"y_pred must be 3-D (B, T, C), got shape {y_pred.shape}")
     B, T, C = y_pred.shape
-    eps = y_pred.dtype.type(EPSILON) if y_pred.dtype.kind == "f" else EPSILON
+    eps = y_pred.dtype.type(KERAS_EPSILON) if y_pred.dtype.kind == "f" else KERAS_EPSILON
     logits = np.log(y_pred + eps)
     labels = np.asarray(y_true)
     labels = labels.astype(np.int64) if labels.dtype.kind == "f" else integral(labels, "y_true")
@@ -70,7 +68,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
         if arr.shape != (B,):
             raise CTCValueError(f"{name} must have shape ({B}, 1), got {arr.size} values")
     # the labels reach TF v1's kernel (blank C - 1): a blank ends the sequence
-    rows = _end_at_blank([labels[n, : max(int(label_length[n]), 0)] for n in range(B)],
+    rows = tf_native.end_at_blank([labels[n, : max(int(label_length[n]), 0)] for n in range(B)],
                          C - 1, C)
     labels, label_length = _padded(rows)
     for n in range(B):

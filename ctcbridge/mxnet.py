@@ -54,23 +54,16 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for, framework_of
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import integral, reraise_as, shape_of
-from .canonical import _as_int
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
+from ._natives import warpctc
+from ._numerics import softmax
 from .errors import CTCRuntimeError
 
 __all__ = ["ctc_loss", "CTCLoss", "WarpCTC"]
 
 _BLANKS = ("first", "last")
 _ERR = CTCRuntimeError
-
-
-def _shape(x) -> tuple:
-    """The static shape, () when unknown (an MXNet Symbol's is known only at binding)."""
-    if framework_of(x) == "mxnet" and not hasattr(x, "shape"):
-        return ()
-    return shape_of(x)
 
 
 def _indices(arr: np.ndarray, name: str) -> np.ndarray:
@@ -140,31 +133,9 @@ def _prepare_ctc(data, label, *lengths, blank_last, use_dl, use_ll, layout="TNC"
         dict(input_lengths=input_lengths, label_lengths=label_lengths,
              blank=C - 1 if blank_last else 0, layout=layout, inputs="logits",
              infeasible="inf", warp_blank_labels=True),
-        post=partial(_warp_infeasible, data, labels, input_lengths, label_lengths,
+        post=partial(warpctc.mxnet_values, data, labels, input_lengths, label_lengths,
                      layout == "TNC"),
     )
-
-
-def _warp_infeasible(data, labels, input_lengths, label_lengths, time_major, losses, grad):
-    """warp-ctc's (MXNet's) values for samples without an alignment.
-
-    Too few frames (L + repeats > T_b): loss 0 and gradient 0 (MXNet leaves
-    that gradient uninitialised).  Enough frames but probability 0 (-inf
-    logits): loss +inf and the softmax as gradient on the sample's frames
-    (no alignment occupies any state)."""
-    for n in np.flatnonzero(np.isposinf(losses)):
-        seq = labels[n, : label_lengths[n]]
-        Tb = int(input_lengths[n])
-        short = seq.size + int(np.count_nonzero(seq[1:] == seq[:-1])) > Tb
-        losses[n] = 0.0 if short else np.inf
-        if grad is None:
-            continue
-        g = grad[:, n] if time_major else grad[n]
-        g[...] = 0.0
-        if not short:
-            x = data[:Tb, n] if time_major else data[n, :Tb]
-            g[:Tb] = _softmax(x)
-    return losses, grad
 
 
 @factory("mxnet.ctc_loss")
@@ -190,7 +161,7 @@ def _ctc(data, label, data_lengths, label_lengths, *, blank_last, layout="TNC",
          label_layout="NT"):
     """The loss on the data's framework; lengths None = not used."""
     use_dl, use_ll = data_lengths is not None, label_lengths is not None
-    shape = _shape(data)
+    shape = shape_of(data)
     if shape and len(shape) != 3:
         raise _ERR(f"The number of dimensions of data array must be 3, got shape {shape}")
     call = make("mxnet.ctc_loss", bool(blank_last), use_dl, use_ll, layout, label_layout)
@@ -215,12 +186,6 @@ CTCLoss = ctc_loss  # MXNet's alias (mx.nd.contrib.CTCLoss is the same operator)
 
 
 # --- WarpCTC ---------------------------------------------------------------
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
 
 
 def _prepare_warpctc(flat, data, label, *, label_length, input_length):
@@ -261,8 +226,8 @@ def _prepare_warpctc(flat, data, label, *, label_length, input_length):
     def post(losses, grad):
         # warp-ctc's values without an alignment, then the plugin's outputs: the
         # softmax, and the gradient for the flat input (T*N*C, 1)
-        _, grad = _warp_infeasible(x, packed, input_lengths, lengths, True, losses, grad)
-        return (_softmax(data).reshape(-1).astype(data.dtype),
+        _, grad = warpctc.mxnet_values(x, packed, input_lengths, lengths, True, losses, grad)
+        return (softmax(data.astype(np.float64)).reshape(-1).astype(data.dtype),
                 None if grad is None else grad.reshape(-1, 1))
 
     return Prepared(x, packed,
@@ -275,29 +240,27 @@ def _prepare_warpctc(flat, data, label, *, label_length, input_length):
 def _warpctc_call(label_length, input_length):
     return CTCCall(prepare=partial(_prepare_warpctc, label_length=label_length,
                                    input_length=input_length),
-                   batch_size=lambda s: s[0], batch_axis=0)
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   head_grad=False)  # on MXNet arrays: the plugin ignores the head gradient
 
 
 @reraise_as(CTCRuntimeError)
 def WarpCTC(data, label, label_length=0, input_length=0):
     """MXNet's WarpCTC plugin with ctcbridge's engine (see the module doc): returns
     ``softmax(data)``, (T*N, C); its backward gives ``softmax - gamma``."""
-    label_length = _as_int(label_length, "label_length")
-    input_length = _as_int(input_length, "input_length")
+    label_length = as_int(label_length, "label_length")
+    input_length = as_int(input_length, "input_length")
     if label_length < 0:
         raise _ERR(f"label_length = {label_length} is negative")
     if input_length <= 0:
         raise _ERR(f"input_length = {input_length} must be positive (the frames per sample)")
-    shape = _shape(data)
+    shape = shape_of(data)
     if shape and len(shape) != 2:
         raise _ERR(f"input data shape should be 2 (t*n, p), got shape {shape}")
     call = make("mxnet.WarpCTC", label_length, input_length)
     bridge = bridge_for(data, label)
     flat = bridge.reshape(data, (-1, 1))
-    if bridge.name == "mxnet":  # the plugin ignores the head gradient
-        out = bridge.ctc(call, flat, [data, label], head_grad=False)
-        return bridge.reshape_like(out, data)
     # the values travel as an aux array too (a reshaped copy: TF's custom_gradient
     # refuses functions that read a tf.Variable)
-    values = bridge.reshape(data, shape)
-    return bridge.reshape(bridge.ctc(call, flat, [values, label]), shape)
+    values = bridge.reshape_like(data, data)
+    return bridge.reshape_like(bridge.ctc(call, flat, [values, label]), data)

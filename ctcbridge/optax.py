@@ -25,96 +25,12 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from .canonical import _as_int
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, Traced, as_int, factory, integral, make, shape_of
+from ._natives import optax as optax_native
 from .errors import CTCValueError
 
 __all__ = ["ctc_loss"]
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    return x - _logsumexp(x, -1)[..., None]
-
-
-def _optax_lattice(logits, pad, labels, length, blank, log_eps):
-    """optax's recursion for one sample, as a log-space lattice, in float64.
-
-    States are optax's ``phi[0..N]`` (n labels emitted, last frame blank or
-    none) then ``emit[0..N-1]`` (emitting label n).  Impossible moves carry
-    ``log_eps`` instead of -inf, exactly where optax adds it.  Returns the
-    loss and d loss / d logits (T, K); used only for samples without a valid
-    alignment, where that arithmetic is the result.
-    """
-    T, K = logits.shape
-    N = labels.size
-    D = 2 * N + 1
-    phi = np.arange(N + 1)
-    emit = N + 1 + np.arange(N)
-    rep = np.zeros(N)
-    rep[:-1] = labels[:-1] == labels[1:]
-    lp = _log_softmax(logits.astype(np.float64))
-    NEG = -np.inf
-
-    # epsilon move before each frame: emit[n] -> phi[n+1], log weight eps*rep[n]
-    eps_move = np.full((D, D), NEG)
-    eps_move[np.arange(D), np.arange(D)] = 0.0
-    eps_move[emit, phi[1:]] = log_eps * rep
-    final_move = np.full((D, D), NEG)
-    final_move[np.arange(D), np.arange(D)] = 0.0
-    final_move[emit, phi[1:]] = 0.0
-
-    def logmatmul(a, w):  # a (D,), w (D, D) -> (D,)
-        return _logsumexp(a[:, None] + w, 0)
-
-    def frame_move(t):
-        w = np.full((D, D), NEG)
-        lp_emit, lp_phi = lp[t, labels], lp[t, blank]
-        w[phi[:-1], emit] = lp_emit  # phi[n] -> emit[n]
-        w[emit, emit] = lp_emit  # emit self-loop
-        w[phi, phi] = lp_phi  # phi self-loop (blank)
-        w[emit, phi[1:]] = lp_phi + log_eps * (1.0 - rep)  # emit -> phi by a blank
-        return w
-
-    # a used frame applies the epsilon move, then the frame's move
-    alpha = np.full(D, log_eps)
-    alpha[0] = 0.0
-    alphas, moves = [], []
-    for t in range(T):
-        if pad[t]:
-            moves.append(None)
-        else:
-            w = frame_move(t)
-            alpha = logmatmul(logmatmul(alpha, eps_move), w)
-            moves.append(w)
-        alphas.append(alpha)
-    final = logmatmul(alpha, final_move)
-    log_z = final[phi[length]]
-
-    # backward: beta[j] = log weight from state j (after frame t) to the end
-    beta = final_move[:, phi[length]].copy()
-    grad = np.zeros((T, K))
-    for t in range(T - 1, -1, -1):
-        if moves[t] is None:
-            continue
-        with np.errstate(invalid="ignore"):
-            marg = np.exp(alphas[t] + beta - log_z)  # P(state j after frame t)
-        marg = np.nan_to_num(marg)  # -inf + -inf: a state no path visits
-        g = np.zeros(K)
-        np.add.at(g, labels, marg[emit])
-        g[blank] += marg[phi].sum()
-        # loss = -log_z; d loss / d logits = -(g - softmax * sum(g))
-        grad[t] = -(g - np.exp(lp[t]) * g.sum())
-        beta = _logsumexp(eps_move + _logsumexp(moves[t] + beta[None, :], 1)[None, :], 1)
-    return -log_z, grad
 
 
 def _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id):
@@ -168,15 +84,10 @@ def _prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, log_ep
 
     def post(losses, grad):
         # samples without a valid alignment: optax's log_epsilon arithmetic
-        for b in np.flatnonzero(np.isposinf(losses)):
-            if not np.isfinite(log_epsilon):
-                continue  # optax gives NaN for every sample; we keep +inf (divergence file)
-            loss, g = _optax_lattice(logits[b], pads[b] == 1, labels[b], label_lengths[b],
-                                     blank_id, log_epsilon)
-            losses[b] = loss
-            if grad is not None:
-                grad[b] = g
-        return losses, grad
+        if not np.isfinite(log_epsilon):
+            return losses, grad  # optax gives NaN for every sample; we keep +inf (divergence file)
+        return optax_native.values(losses, grad, logits, pads == 1, labels, label_lengths,
+                                   blank_id, log_epsilon)
 
     return Prepared(
         acts,
@@ -199,8 +110,6 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
     """
     import jax
     import jax.numpy as jnp
-
-    from ._arrays.jax import Traced
 
     _check_shapes(logits, logit_paddings, labels, label_paddings, blank_id)
     if jnp.dtype(labels.dtype).kind not in "iu":
@@ -247,25 +156,22 @@ def _jax_prepare(logits, logit_paddings, labels, label_paddings, *, blank_id, lo
 
 @factory("optax.ctc_loss")
 def _call(blank_id, log_epsilon):
-    call = CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
-                   batch_size=lambda s: s[0], batch_axis=0)
-    # read by the JAX bridge under jit (ctcbridge/_arrays/jax.py)
-    call.jax_prepare = partial(_jax_prepare, blank_id=blank_id, log_epsilon=log_epsilon)
-    return call
+    return CTCCall(prepare=partial(_prepare, blank_id=blank_id, log_epsilon=log_epsilon),
+                   batch_size=lambda s: s[0], batch_axis=0,
+                   # the JAX bridge's custom-call route under jit (ctcbridge/_bridges/jax.py)
+                   traced={"jax": partial(_jax_prepare, blank_id=blank_id,
+                                          log_epsilon=log_epsilon)},
+                   # optax's result has at least the default float precision
+                   at_least_default_float=True)
 
 
 def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
     """``optax.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
-    blank_id = _as_int(blank_id, "blank_id")
+    blank_id = as_int(blank_id, "blank_id")
     log_epsilon = float(log_epsilon)
     shape = shape_of(logits)
     if len(shape) != 3:
         raise CTCValueError(f"logits must be 3-D (B, T, K), got shape {shape}")
     call = make("optax.ctc_loss", blank_id, log_epsilon)
     bridge = bridge_for(logits, logit_paddings, labels, label_paddings)
-    losses = bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])
-    if bridge.name == "jax":  # optax's result has at least the default float precision
-        import jax.numpy as jnp
-
-        losses = losses.astype(jnp.promote_types(losses.dtype, jnp.result_type(float)))
-    return losses
+    return bridge.ctc(call, logits, [logit_paddings, labels, label_paddings])

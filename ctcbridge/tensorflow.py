@@ -37,29 +37,16 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for, framework_of
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import integral, shape_of
-from .canonical import _as_int
-from .errors import CTCValueError
+from ._bridges import bridge_for, framework_of
+from ._contract import CTCCall, Prepared, Traced, as_int, factory, integral, make, shape_of
+from ._natives import tensorflow as tf_native
+from .errors import CTCTypeError, CTCValueError
 
 __all__ = ["ctc_loss", "ctc_loss_v1"]
 
 
 def _is_sparse(x) -> bool:
     return framework_of(x) == "tensorflow" and type(x).__name__ == "SparseTensor"
-
-
-def _sparse_rows(indices, values, dense_shape):
-    """A SparseTensor's values per row, in column order."""
-    indices = integral(indices, "labels.indices").reshape(-1, 2)
-    values = integral(values, "labels.values").reshape(-1)
-    B = int(np.asarray(dense_shape).reshape(-1)[0])
-    order = np.lexsort((indices[:, 1], indices[:, 0]))
-    rows = [[] for _ in range(B)]
-    for k in order:
-        rows[int(indices[k, 0])].append(int(values[k]))
-    return [np.asarray(r, dtype=np.int64) for r in rows]
 
 
 def _to_tnc(x, time_major):
@@ -76,74 +63,6 @@ def _padded(rows):
     for n, r in enumerate(rows):
         labels[n, : r.size] = r
     return labels, np.array([r.size for r in rows], dtype=np.int64)
-
-
-def _softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-LOG_0 = float(np.float32(np.log(1e-307)))  # TF dense's log(0): -706.8936
-
-
-def _lse(x, axis):
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
-
-
-def _tf_dense_lattice(logits, labels, length, blank):
-    """TF's dense CTC for one sample (tf.nn.ctc_loss, ctc_loss_dense), in float64.
-
-    States: ``label[0..S]`` (label[0] the start, emitting nothing) then
-    ``blank[0..S]``, over the padded width S.  The loss is read from the
-    backward pass from the start state, with the final weights log(1e-307)
-    for every state but label[L] and blank[L]; the gradient is softmax minus
-    the per-frame normalised forward-backward posterior, where the forward
-    pass also starts every state but the start at log(1e-307).  Used for
-    samples without a valid alignment, where TF's sentinel is its answer.
-    ``logits`` holds the sample's used frames (T_b, C).
-    """
-    T, C = logits.shape
-    S = labels.size
-    D = 2 * (S + 1)
-    lab = np.arange(S + 1)
-    blk = S + 1 + np.arange(S + 1)
-    NEG = -np.inf
-    trans = np.full((D, D), NEG)  # trans[to, from]
-    trans[np.arange(D), np.arange(D)] = 0.0
-    trans[lab[1:], blk[:-1]] = 0.0  # blank i -> label i+1
-    trans[blk, lab] = 0.0  # label i -> blank i (the start included)
-    trans[1, 0] = 0.0  # start -> label 1
-    if S >= 2:  # label i -> label i+1 unless a repeat
-        allowed = labels[:-1] != labels[1:]
-        trans[lab[2:][allowed], lab[1:-1][allowed]] = 0.0
-    lp = logits - _lse(logits, -1)[:, None]
-    obs = np.full((T, D), NEG)
-    obs[:, lab[1:]] = lp[:, labels]
-    obs[:, blk] = lp[:, [blank]]
-    final = np.full(D, LOG_0)
-    final[[lab[length], blk[length]]] = 0.0
-    initial = np.full(D, LOG_0)
-    initial[0] = 0.0
-
-    bwd = [final]  # bwd[k]: weight of frames T-k.. given the state before them
-    for t in range(T - 1, -1, -1):
-        bwd.append(_lse(trans + (obs[t] + bwd[-1])[:, None], 0))
-    loss = -bwd[-1][0]
-    bwd = bwd[::-1]  # bwd[t]: given the state before frame t
-    fwd = initial
-    grad = np.zeros((T, C))
-    for t in range(T):
-        fwd = _lse(trans + fwd[None, :], 1) + obs[t]
-        post = fwd + bwd[t + 1]
-        post = np.exp(post - _lse(post, 0))
-        gamma = np.zeros(C)
-        np.add.at(gamma, labels, post[lab[1:]])
-        gamma[blank] += post[blk].sum()
-        grad[t] = np.exp(lp[t]) - gamma
-    return loss, grad
 
 
 def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
@@ -167,19 +86,8 @@ def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, bl
                     f"{blank - 1})")
     def post(losses, grad):
         # samples without a valid alignment: TF's log(1e-307) sentinel arithmetic
-        for n in np.flatnonzero(np.isposinf(losses)):
-            Tb = int(logit_length[n])
-            loss, g = _tf_dense_lattice(acts[:Tb, n].astype(np.float64), labels[n],
-                                        int(label_length[n]), blank)
-            losses[n] = loss
-            if grad is not None:
-                g_full = np.zeros((acts.shape[0], C))
-                g_full[:Tb] = g
-                if time_major:
-                    grad[:, n] = g_full
-                else:
-                    grad[n] = g_full
-        return losses, grad
+        return tf_native.dense_values(losses, grad, acts, labels, logit_length, label_length,
+                                      blank, time_major)
 
     return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=label_length,
                                        blank=blank, layout="TNC", inputs="logits"),
@@ -196,8 +104,6 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
     static shapes or dtypes do not settle the call.
     """
     import tensorflow as tf
-
-    from ._arrays.tensorflow import TFTraced
 
     C = logits.shape[-1] if logits.shape.rank == 3 else None
     if C is None or labels.shape.rank != 2:
@@ -217,23 +123,9 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
             special |= tf.reduce_any(used & tf.equal(labels, tf.cast(blank, labels.dtype)))
         return special
 
-    return TFTraced(logits, "TNC" if time_major else "NTC", labels, logit_length, label_length,
-                    dict(blank=blank, inputs="logits"), needs_numpy=needs_numpy)
-
-
-def _end_at_blank(rows, blank, C):
-    """TF v1's kernel rule: a blank ends a label sequence (trailing blanks are
-    dropped); a label after a blank is an error."""
-    rows = list(rows)
-    for n, r in enumerate(rows):
-        hit = np.flatnonzero(r == blank)
-        if hit.size:
-            if (r[hit[0]:] != blank).any():
-                raise CTCValueError(
-                    f"Saw a non-null label (index >= num_classes - 1) following a null label, "
-                    f"batch: {n} num_classes: {C} labels: {','.join(map(str, r))}")
-            rows[n] = r[: hit[0]]
-    return rows
+    return Traced(logits, labels, logit_length, label_length,
+                  dict(blank=blank, inputs="logits", layout="TNC" if time_major else "NTC"),
+                  needs_numpy=needs_numpy)
 
 
 def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_major, blank,
@@ -243,13 +135,13 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
     blank = blank + C if blank < 0 else blank
     if not 0 <= blank < C:
         raise CTCValueError(f"blank index {blank} is outside [0, C = {C})")
-    rows = _sparse_rows(indices, values, dense_shape)
+    rows = tf_native.sparse_rows(indices, values, dense_shape)
     if len(rows) != B:
         raise CTCValueError(f"labels has {len(rows)} rows but logits {B} samples")
     logit_length = integral(logit_length, "sequence_length").reshape(-1)
     if logit_length.shape != (B,):
         raise CTCValueError(f"sequence_length must have {B} entries, got {logit_length.size}")
-    rows = _end_at_blank(rows, blank, C)
+    rows = tf_native.end_at_blank(rows, blank, C)
     raw_lengths = np.array([r.size for r in rows])
     for n, r in enumerate(rows):
         if r.size == 0:
@@ -266,19 +158,7 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
             "ignore_longer_outputs_than_inputs=True to give such samples loss 0")
 
     def post(losses, grad):
-        for n in np.flatnonzero(too_long):  # ignore_longer: loss 0, gradient 0
-            losses[n] = 0.0
-            if grad is not None:
-                (grad[:, n] if time_major else grad[n])[...] = 0.0
-        for n in np.flatnonzero(np.isposinf(losses)):
-            # infeasible by repeats only (TF's length check passed): TF returns +inf
-            # with a gradient of softmax (no alignment carries occupancy)
-            if grad is not None:
-                sample = logits[:, n] if time_major else logits[n]
-                g = _softmax(sample.astype(np.float64))
-                g[int(logit_length[n]):] = 0.0
-                (grad[:, n] if time_major else grad[n])[...] = g
-        return losses, grad
+        return tf_native.v1_values(losses, grad, logits, logit_length, too_long, time_major)
 
     return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=lengths,
                                        blank=blank, layout="TNC", inputs="logits",
@@ -302,12 +182,12 @@ def _sparse_factory(time_major, blank, collapse, merge, ignore):
 
 @factory("tf.dense")
 def _dense_factory(time_major, blank):
-    call = CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
+    return CTCCall(prepare=partial(_prepare_dense, time_major=time_major, blank_index=blank),
                    batch_size=(lambda s: s[1]) if time_major else (lambda s: s[0]),
-                   batch_axis=1 if time_major else 0)
-    # read by the TF bridge inside tf.function (ctcbridge/_arrays/tensorflow.py)
-    call.tf_prepare = partial(_tf_prepare_dense, time_major=time_major, blank_index=blank)
-    return call
+                   batch_axis=1 if time_major else 0,
+                   # the TF bridge's custom-op route in tf.function (_bridges/tensorflow.py)
+                   traced={"tensorflow": partial(_tf_prepare_dense, time_major=time_major,
+                                                 blank_index=blank)})
 
 
 def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merge, ignore):
@@ -327,8 +207,8 @@ def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True,
             raise CTCValueError("Argument `blank_index` must be provided when labels is a "
                                 "SparseTensor.")
         return _sparse_call(labels, logits, logit_length, time_major,
-                            _as_int(blank_index, "blank_index"), False, True, False)
-    blank = 0 if blank_index is None else _as_int(blank_index, "blank_index")
+                            as_int(blank_index, "blank_index"), False, True, False)
+    blank = 0 if blank_index is None else as_int(blank_index, "blank_index")
     call = make("tf.dense", time_major, blank)
     return _run(call, logits, [labels, label_length, logit_length])
 
@@ -343,7 +223,7 @@ def ctc_loss_v1(labels, inputs=None, sequence_length=None, preprocess_collapse_r
     if inputs is None:
         raise CTCValueError("`inputs` (or its alias `logits`) is required")
     if not _is_sparse(labels):
-        raise TypeError("Expected labels (first argument) to be a SparseTensor")
+        raise CTCTypeError("Expected labels (first argument) to be a SparseTensor")
     if sequence_length is None:
         raise CTCValueError("`sequence_length` is required")
     shape = shape_of(inputs)

@@ -43,9 +43,9 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import shape_of
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, factory, make, shape_of
+from ._natives import warpctc
 from .errors import CTCRuntimeError, CTCTypeError, CTCValueError
 
 __all__ = ["ctc", "ConnectionistTemporalClassification"]
@@ -82,16 +82,6 @@ def _check_types(arrays) -> None:
             raise CTCValueError(rank_msg)
 
 
-def _warp_frames(labels: np.ndarray) -> int:
-    """warp-ctc's feasibility count: L + the number of equal neighbours."""
-    return int(labels.size + np.count_nonzero(labels[1:] == labels[:-1]))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
 def _prepare(activations, labels, input_lengths, *, num_threads):
     T, B, C = activations.shape
     if B == 0 or C == 0:  # warp-ctc's get_workspace_size refuses them
@@ -111,19 +101,7 @@ def _prepare(activations, labels, input_lengths, *, num_threads):
     def post(losses, grad):
         # the engine ran with infeasible="inf": +inf exactly where no alignment has a
         # nonzero probability; warp-ctc's own answers replace it sample by sample
-        for b in range(B):
-            Tb = int(lengths[b])
-            if Tb == 0 and label_lengths[b] == 0:
-                losses[b] = np.inf  # warp-ctc: the log-likelihood of no frame is log(0)
-            elif _warp_frames(rows[b]) > Tb:
-                losses[b] = 0.0  # warp-ctc gives up on too few frames: 0, zero gradient
-                if grad is not None:
-                    grad[:, b] = 0.0
-            elif np.isposinf(losses[b]) and grad is not None:
-                # warp-ctc runs the recursion, finds no path (0s inside the labels,
-                # -inf logits): +inf, and the softmax as gradient (no occupancy)
-                grad[:Tb, b] = np.exp(_log_softmax(activations[:Tb, b].astype(np.float64)))
-        return losses, grad
+        return warpctc.theano_values(activations, rows, lengths, losses, grad)
 
     return Prepared(activations, flat,
                     dict(input_lengths=lengths, label_lengths=label_lengths, blank=0,
@@ -153,11 +131,9 @@ class ConnectionistTemporalClassification:
         # openmp: True every core, False one thread, None the ctcbridge default
         # (ctcbridge.set_num_threads, else the framework's own setting)
         call = make("theano.ctc", None if self.openmp is None else (0 if self.openmp else 1))
+        call.compute_grad = bool(self.compute_grad)  # graphs: an Op without the gradient output
         bridge = bridge_for(activations, labels, input_lengths)
-        aux = [labels, input_lengths]
-        if bridge.name in ("pytensor", "theano"):  # an Op with or without the gradient output
-            return bridge.ctc(call, activations, aux, compute_grad=bool(self.compute_grad))
-        return bridge.ctc(call, activations, aux)
+        return bridge.ctc(call, activations, [labels, input_lengths])
 
     def __repr__(self):
         return (f"ConnectionistTemporalClassification(compute_grad={self.compute_grad!r}, "

@@ -29,11 +29,9 @@ from functools import partial
 
 import numpy as np
 
-from ._arrays import bridge_for
-from ._arrays.call import CTCCall, Prepared, factory, make
-from ._signature import integral, reraise_as, shape_of
-from .canonical import _as_int
-from .errors import CTCRuntimeError
+from ._bridges import bridge_for
+from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
+from .errors import CTCRuntimeError, CTCValueError
 
 __all__ = ["ctc_loss", "CTCLoss"]
 
@@ -82,13 +80,19 @@ def _call(blank, zero_infinity, unbatched):
                    batch_axis=None if unbatched else 1)
 
 
-@reraise_as(CTCRuntimeError)
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
              zero_infinity=False):
     """``torch.nn.functional.ctc_loss`` with ctcbridge's engine (see the module doc)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction} is not a valid value for reduction")
-    blank = _as_int(blank, "blank")
+    if reduction not in _REDUCTIONS:  # a ValueError in torch, not its RuntimeError
+        raise CTCValueError(f"{reduction} is not a valid value for reduction")
+    return _ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, reduction,
+                     zero_infinity)
+
+
+@reraise_as(CTCRuntimeError)
+def _ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, reduction,
+              zero_infinity):
+    blank = as_int(blank, "blank")
     shape = shape_of(log_probs)
     unbatched = len(shape) == 2
     if len(shape) in (2, 3) and shape[-1] is not None and not 0 <= blank < shape[-1]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import ctcbridge
-from ctcbridge import corpus
-from ctcbridge._signature_rows import ROWS
+from ctcbridge.conform import corpus
+from ctcbridge.conform.rows import ROWS
 from ctcbridge.cli import main
-from ctcbridge.conformance import divergences_markdown, load_divergences
+from ctcbridge.conform.divergences import divergences_markdown, load_divergences
 
 FIRST_ROWS = {"torch.ctc_loss", "optax.ctc_loss", "tensorflow.ctc_loss", "keras.ctc_loss",
               "keras.ctc_batch_cost"}
@@ -174,7 +174,7 @@ def test_impl_positional_file_and_native_name(impl_dir, capsys):
 
 def test_conventions_answer_to_explain_names_too(impl_dir, capsys):
     """`--convention` takes `ctcbridge explain`'s names, and `explain` the matrix rows'."""
-    from ctcbridge.conformance import find_convention
+    from ctcbridge.conform.compare import find_convention
     from ctcbridge.conventions import CONVENTIONS, dotted_name, get
 
     rows = {r.name for r in ROWS}
@@ -220,7 +220,7 @@ def test_impl_through_log_softmax(impl_dir, capsys):
 
 
 def test_through_log_softmax_reference_is_the_logits_gradient():
-    from ctcbridge.conformance import _through_log_softmax
+    from ctcbridge.conform.compare import _through_log_softmax
 
     row = next(r for r in ROWS if r.name == "torch.ctc_loss")
     for name in ("blank-middle", "log-probs"):
@@ -244,7 +244,7 @@ def test_impl_exception_fails_the_case(impl_dir, capsys):
 def test_impl_gradient_difference_is_located():
     """On a framework with autodiff, the worst gradient entry is named (numpy bridge
     faked: the reference's own gradient, off at one entry)."""
-    from ctcbridge.conformance import _compare
+    from ctcbridge.conform.compare import _compare
 
     row = next(r for r in ROWS if r.name == "torch.ctc_loss")
     case = next(c for c in corpus.load() if c.name == "blank-middle")
@@ -306,7 +306,7 @@ def test_console_script_runs():
 
 def test_where_for_outputs_that_are_not_per_sample_losses():
     """A row whose output is not (N,) losses (WarpCTC returns the softmax)."""
-    from ctcbridge.conformance import _compare
+    from ctcbridge.conform.compare import _compare
 
     case = next(c for c in corpus.load() if c.name == "blank-first")
     row = next(r for r in ROWS if r.name == "torch.ctc_loss")
@@ -326,8 +326,8 @@ def test_a_native_that_would_exhaust_memory_is_not_run():
     case would need ~50 GiB and was killed by the kernel)."""
     from dataclasses import replace
 
-    from ctcbridge._signature_rows import _tf_dense_memory
-    from ctcbridge.conformance import available_memory, run_matrix
+    from ctcbridge.conform.rows import _tf_dense_memory
+    from ctcbridge.conform.compare import available_memory, run_matrix
 
     long_case = next(c for c in corpus.load() if c.name == "long-T2048")
     assert _tf_dense_memory(long_case) > 40 * 2**30

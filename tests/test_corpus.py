@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctcbridge import corpus, reference
-from ctcbridge.conformance import (DOCS_BEGIN, DOCS_END, check_engine, divergences_markdown,
-                                   divergences_text, load_divergences)
-from ctcbridge.corpus import Case, required_frames
+from ctcbridge import reference
+from ctcbridge.conform import corpus
+from ctcbridge.conform.compare import check_engine
+from ctcbridge.conform.divergences import (DOCS_BEGIN, DOCS_END, divergences_markdown,
+                                           divergences_text, load_divergences)
+from ctcbridge._numerics import required_frames
+from ctcbridge.conform.corpus import Case
 
-from conftest import assert_close_grads, assert_close_losses
+from helpers import assert_close_grads, assert_close_losses
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = corpus.load()
@@ -27,7 +30,7 @@ REGENERATE = "regenerate with `nox -s corpus` (and bump CORPUS_VERSION if the ca
 
 def test_file_is_versioned_small_and_in_the_package():
     path = corpus.corpus_path()
-    assert path.parent == Path(corpus.__file__).parent / "data"
+    assert path.parent == Path(corpus.__file__).parent.parent / "data"
     assert corpus.corpus_version(path) == corpus.CORPUS_VERSION
     assert path.stat().st_size < 4 * 2**20  # a few MB at most
     assert len(SHIPPED) == len(BY_NAME) >= 30
@@ -177,11 +180,11 @@ def test_reference_computed_when_not_stored():
 
 def test_divergence_docs_are_generated_from_the_file():
     """docs/conformance.md renders ctcbridge/divergences.json; refresh it with
-    `python -m ctcbridge.conformance docs/conformance.md`."""
+    `python -m ctcbridge.conform.divergences docs/conformance.md`."""
     text = (ROOT / "docs" / "conformance.md").read_text()
     start, end = text.index(DOCS_BEGIN), text.index(DOCS_END) + len(DOCS_END)
     assert text[start:end] + "\n" == divergences_markdown(), \
-        "stale: run `python -m ctcbridge.conformance docs/conformance.md`"
+        "stale: run `python -m ctcbridge.conform.divergences docs/conformance.md`"
     plain = divergences_text()
     for entry in load_divergences()["divergences"]:
         assert entry["id"] in plain and entry["id"] in text

@@ -23,7 +23,7 @@ import pytest
 
 import ctcbridge
 from ctcbridge import reference
-from ctcbridge.canonical import _available_memory, compute
+from ctcbridge._compute import _available_memory, compute
 from ctcbridge.errors import CTCError, CTCTypeError, CTCValueError, EngineMemoryError
 
 # ------------------------------------------------- concurrent mutation (item 1)

@@ -7,10 +7,10 @@ import pytest
 
 import ctcbridge
 from ctcbridge import reference
-from ctcbridge.canonical import compute
-from ctcbridge.corpus import builtin_cases, random_case
+from ctcbridge._compute import compute
+from ctcbridge.conform.corpus import builtin_cases, random_case
 
-from conftest import assert_close_grads, assert_close_losses
+from helpers import assert_close_grads, assert_close_losses
 
 TOL = {np.float64: (1e-9, 1e-9), np.float32: (2e-5, 2e-4)}
 

@@ -14,9 +14,9 @@ import ctcbridge.optax as co
 import ctcbridge.tensorflow as ctf
 import ctcbridge.torch as ct
 from ctcbridge import reference
-from ctcbridge.corpus import required_frames
+from ctcbridge._numerics import required_frames
 
-from conftest import assert_close_losses
+from helpers import assert_close_losses
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 import ctcbridge
-from ctcbridge.corpus import random_case
+from ctcbridge.conform.corpus import random_case
 
 FRAMEWORKS = ["torch", "tensorflow", "jax", "mxnet", "chainer", "theano", "pytensor", "optax",
               "keras"]

@@ -204,14 +204,6 @@ CTCB_API const char *ctcb_version(void);
  * (see docs/c_api.md).  Returns 0 if the size overflows. */
 CTCB_API size_t ctcb_workspace_bytes(int64_t max_time, int64_t max_label, int64_t alphabet);
 
-/* XLA FFI handler (xla/ffi/api/c_api.h, API 0.x) running ctcb_ctc_loss as a
- * custom call, for JAX's jax.ffi.register_ffi_target; operands, results and
- * attributes are described in backends/src/ctcb_xla_ffi.c.  Not needed
- * unless you embed the engine in an XLA program. */
-struct XLA_FFI_CallFrame;
-struct XLA_FFI_Error;
-CTCB_API struct XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(struct XLA_FFI_CallFrame *frame);
-
 /* ==================================================== alignment and decoding
  *
  * Four functions over the same activations as the loss (same layout, dtype,

@@ -20,7 +20,7 @@
  * TensorFlow raises as InvalidArgumentError.
  */
 #include "ctcbridge.h"
-#include "ctcb_dense.h"
+#include "ctcb_glue.h"
 
 #include <dlfcn.h>
 #include <stdint.h>
@@ -106,21 +106,17 @@ static int tf_resolve(void)
 
 /* ------------------------------------------------------------ the kernel */
 
-enum { ATTR_BLANK, ATTR_LAYOUT, ATTR_INPUT_KIND, ATTR_INFEASIBLE, ATTR_FLAGS, ATTR_THREADS,
-       ATTR_COUNT };
-static const char *const attr_names[ATTR_COUNT] = {"blank", "layout", "input_kind",
-                                                   "infeasible", "flags", "num_threads"};
 
 typedef struct kernel {
-    int64_t attr[ATTR_COUNT];
+    int64_t attr[CTCB_ATTR_COUNT];
 } kernel;
 
 static void *kernel_create(TF_OpKernelConstruction *ctx)
 {
     kernel *k = (kernel *)calloc(1, sizeof *k);
     TF_Status *s = tf.NewStatus();
-    for (int i = 0; k && i < ATTR_COUNT; ++i) {
-        tf.OpKernelConstruction_GetAttrInt64(ctx, attr_names[i], &k->attr[i], s);
+    for (int i = 0; k && i < CTCB_ATTR_COUNT; ++i) {
+        tf.OpKernelConstruction_GetAttrInt64(ctx, ctcb_attr_names[i], &k->attr[i], s);
         if (tf.GetCode(s) != TF_OK_) {
             tf.OpKernelConstruction_Failure(ctx, s);
             break;
@@ -142,21 +138,13 @@ static void fail(TF_OpKernelContext *ctx, TF_Status *s, int code, const char *me
     tf.OpKernelContext_Failure(ctx, s);
 }
 
-/* int32 or int64 tensor -> int64 array of `count` entries */
+/* int32 or int64 tensor -> int64 array of `count` entries; 0 for another type */
 static int to_int64(const TF_Tensor *t, int64_t count, int64_t *dst)
 {
-    if (tf.TensorType(t) == TF_INT64_) {
-        if (count)
-            memcpy(dst, tf.TensorData(t), (size_t)count * sizeof *dst);
-        return 1;
-    }
-    if (tf.TensorType(t) == TF_INT32_) {
-        const int32_t *src = (const int32_t *)tf.TensorData(t);
-        for (int64_t i = 0; i < count; ++i)
-            dst[i] = src[i];
-        return 1;
-    }
-    return 0;
+    if (tf.TensorType(t) != TF_INT64_ && tf.TensorType(t) != TF_INT32_)
+        return 0;
+    ctcb_glue_copy_ints(dst, tf.TensorData(t), count, tf.TensorType(t) == TF_INT64_);
+    return 1;
 }
 
 static void kernel_compute(void *state, TF_OpKernelContext *ctx)
@@ -176,12 +164,14 @@ static void kernel_compute(void *state, TF_OpKernelContext *ctx)
         }
     }
     {
-        const int layout = (int)k->attr[ATTR_LAYOUT];
+        const int layout = (int)k->attr[CTCB_ATTR_LAYOUT];
         const int dtype = tf.TensorType(in[0]);
         int64_t T, N, C, S, dims[3];
         size_t item = dtype == TF_DOUBLE_ ? 8 : 4;
         ctcb_problem p;
         ctcb_options o;
+        const char *bad_options;
+        size_t n_ints;
         int status;
 
         if (tf.NumDims(in[0]) != 3 || (layout != 0 && layout != 1)) {
@@ -203,11 +193,17 @@ static void kernel_compute(void *state, TF_OpKernelContext *ctx)
             goto done;
         }
         S = tf.Dim(in[1], 1);
-        if (N > 0 && S > (INT64_MAX / 8 - 2) / N) {
+        bad_options = ctcb_glue_options(&o, k->attr, *(const double *)tf.TensorData(in[4]));
+        if (bad_options) {
+            fail(ctx, s, TF_INVALID_ARGUMENT_, bad_options);
+            goto done;
+        }
+        n_ints = ctcb_glue_ints_count(N, S);
+        if (!n_ints) {
             fail(ctx, s, TF_INVALID_ARGUMENT_, "ctcbridge: labels too large");
             goto done;
         }
-        ints = (int64_t *)malloc((size_t)(N * S + 2 * N + 1) * sizeof *ints);
+        ints = (int64_t *)malloc(n_ints * sizeof *ints);
         if (!ints) {
             fail(ctx, s, TF_RESOURCE_EXHAUSTED_, "ctcbridge: out of memory for the labels");
             goto done;
@@ -232,23 +228,14 @@ static void kernel_compute(void *state, TF_OpKernelContext *ctx)
                            T, N, C, S, tf.TensorData(in[0]), ints, tf.TensorData(losses),
                            tf.TensorData(grad));
 
-        ctcb_options_init(&o);
-        o.blank = (int32_t)k->attr[ATTR_BLANK];
-        o.input_kind = (int32_t)k->attr[ATTR_INPUT_KIND];
-        o.infeasible = (int32_t)k->attr[ATTR_INFEASIBLE];
-        o.flags = (uint32_t)k->attr[ATTR_FLAGS];
-        o.num_threads = (int32_t)k->attr[ATTR_THREADS];
-        o.log_zero = *(const double *)tf.TensorData(in[4]);
         status = ctcb_ctc_loss(&p, &o);
         if (status != CTCB_OK) {
-            const char *detail = ctcb_last_error();
-            snprintf(message, sizeof message, "ctcbridge: %s (%s)",
-                     detail[0] ? detail : ctcb_status_string(status), ctcb_status_string(status));
-            fail(ctx, s,
-                 status == CTCB_ERR_OUT_OF_MEMORY ? TF_RESOURCE_EXHAUSTED_
-                 : status == CTCB_ERR_NULL_POINTER ? TF_INTERNAL_
-                                                   : TF_INVALID_ARGUMENT_,
-                 message);
+            static const int codes[] = {[CTCB_GLUE_INVALID_ARGUMENT] = TF_INVALID_ARGUMENT_,
+                                        [CTCB_GLUE_OUT_OF_MEMORY] = TF_RESOURCE_EXHAUSTED_,
+                                        [CTCB_GLUE_INTERNAL] = TF_INTERNAL_};
+
+            ctcb_glue_message(message, sizeof message, status);
+            fail(ctx, s, codes[ctcb_glue_error_kind(status)], message);
         }
     }
 done:
@@ -286,9 +273,9 @@ __attribute__((constructor)) static void ctcb_tf_register(void)
     tf.OpDefinitionBuilderAddOutput(op, "grad: T");
     tf.OpDefinitionBuilderAddAttr(op, "T: {float, double}");
     tf.OpDefinitionBuilderAddAttr(op, "Tidx: {int32, int64}");
-    for (int i = 0; i < ATTR_COUNT; ++i) {
+    for (int i = 0; i < CTCB_ATTR_COUNT; ++i) {
         char spec[64];
-        snprintf(spec, sizeof spec, "%s: int", attr_names[i]);
+        snprintf(spec, sizeof spec, "%s: int", ctcb_attr_names[i]);
         tf.OpDefinitionBuilderAddAttr(op, spec);
     }
     tf.OpDefinitionBuilderSetShapeInferenceFunction(op, unknown_shapes);

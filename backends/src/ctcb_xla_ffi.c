@@ -11,7 +11,7 @@
  * reads no further: the runtime owns those structs and passes them by
  * pointer, so their true size never matters here.
  *
- * The call (built by ctcbridge/_arrays/jax.py):
+ * The call (built by ctcbridge/_bridges/jax.py):
  *   operands  activations  f32 or f64, rank 3, (T, N, C) or (N, T, C) by `layout`
  *             labels       s32 or s64, rank 2, (N, S) padded
  *             input_lengths, label_lengths   s32 or s64, rank 1, (N,)
@@ -24,7 +24,8 @@
  * engine's own message, which JAX raises as a Python exception.
  */
 #include "ctcbridge.h"
-#include "ctcb_dense.h"
+#include "ctcb_glue.h"
+#include "ctcb_xla_ffi.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -209,31 +210,23 @@ static int attr_double(const ffi_attrs *attrs, const char *name, double *out)
     return 0;
 }
 
-/* Copy an s32/s64 buffer of `count` entries into int64 `dst`. */
+/* Copy an s32/s64 buffer of `count` entries into int64 `dst`; 0 for another type. */
 static int to_int64(const ffi_buffer *b, int64_t count, int64_t *dst)
 {
-    if (b->dtype == FFI_S64) {
-        if (count)
-            memcpy(dst, b->data, (size_t)count * sizeof *dst);
-        return 1;
-    }
-    if (b->dtype == FFI_S32) {
-        const int32_t *src = (const int32_t *)b->data;
-        for (int64_t i = 0; i < count; ++i)
-            dst[i] = src[i];
-        return 1;
-    }
-    return 0;
+    if (b->dtype != FFI_S64 && b->dtype != FFI_S32)
+        return 0;
+    ctcb_glue_copy_ints(dst, b->data, count, b->dtype == FFI_S64);
+    return 1;
 }
 
 /* -------------------------------------------------------------- handler */
 
 CTCB_API XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(XLA_FFI_CallFrame *frame)
 {
-    static const char *const attr_names[6] = {"blank", "layout", "input_kind", "infeasible",
-                                              "flags", "num_threads"};
-    int64_t attr[6];
+    int64_t attr[CTCB_ATTR_COUNT];
     double log_zero = -1e10;
+    const char *bad_options;
+    size_t n_ints;
     const ffi_buffer *in[4];
     const ffi_buffer *out[2] = {NULL, NULL};
     ctcb_problem p;
@@ -269,20 +262,20 @@ CTCB_API XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(XLA_FFI_CallFrame *frame)
                              "ctcbridge: result %d is not a buffer", i);
         out[i] = (const ffi_buffer *)frame->rets.args[i];
     }
-    for (int i = 0; i < 6; ++i)
-        if (!attr_int(&frame->attrs, attr_names[i], &attr[i]))
+    for (int i = 0; i < CTCB_ATTR_COUNT; ++i)
+        if (!attr_int(&frame->attrs, ctcb_attr_names[i], &attr[i]))
             return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT,
-                             "ctcbridge: integer attribute `%s` is missing", attr_names[i]);
+                             "ctcbridge: integer attribute `%s` is missing", ctcb_attr_names[i]);
     attr_double(&frame->attrs, "log_zero", &log_zero);
 
     if (in[0]->rank != 3 || (in[0]->dtype != FFI_F32 && in[0]->dtype != FFI_F64))
         return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT,
                          "ctcbridge: activations must be a rank-3 float32 or float64 array");
-    if (attr[1] != 0 && attr[1] != 1)
+    if (attr[CTCB_ATTR_LAYOUT] != 0 && attr[CTCB_ATTR_LAYOUT] != 1)
         return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT, "ctcbridge: layout = %lld",
-                         (long long)attr[1]);
-    T = in[0]->dims[attr[1] ? 1 : 0];
-    N = in[0]->dims[attr[1] ? 0 : 1];
+                         (long long)attr[CTCB_ATTR_LAYOUT]);
+    T = in[0]->dims[attr[CTCB_ATTR_LAYOUT] ? 1 : 0];
+    N = in[0]->dims[attr[CTCB_ATTR_LAYOUT] ? 0 : 1];
     C = in[0]->dims[2];
     if (in[1]->rank != 2 || in[1]->dims[0] != N || in[2]->rank != 1 || in[2]->dims[0] != N
         || in[3]->rank != 1 || in[3]->dims[0] != N)
@@ -297,10 +290,14 @@ CTCB_API XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(XLA_FFI_CallFrame *frame)
                              "ctcbridge: result %d has the wrong dtype or rank", i);
     }
 
+    bad_options = ctcb_glue_options(&o, attr, log_zero);
+    if (bad_options)
+        return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT, "%s", bad_options);
     /* the engine reads int64 labels and lengths: one scratch block for all three */
-    if (N > 0 && (S > (INT64_MAX / 8 - 2) / N))
+    n_ints = ctcb_glue_ints_count(N, S);
+    if (!n_ints)
         return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT, "ctcbridge: labels too large");
-    ints = (int64_t *)malloc((size_t)(N * S + 2 * N + 1) * sizeof *ints);
+    ints = (int64_t *)malloc(n_ints * sizeof *ints);
     if (!ints)
         return ffi_error(frame, FFI_ERR_RESOURCE_EXHAUSTED,
                          "ctcbridge: out of memory for the labels");
@@ -311,33 +308,19 @@ CTCB_API XLA_FFI_Error *ctcb_xla_ffi_ctc_loss(XLA_FFI_CallFrame *frame)
                          "ctcbridge: labels and lengths must be int32 or int64");
     }
 
-    ctcb_dense_problem(&p, in[0]->dtype == FFI_F64 ? CTCB_FLOAT64 : CTCB_FLOAT32, (int)attr[1],
-                       T, N, C, S, in[0]->data, ints, out[0]->data,
+    ctcb_dense_problem(&p, in[0]->dtype == FFI_F64 ? CTCB_FLOAT64 : CTCB_FLOAT32,
+                       (int)attr[CTCB_ATTR_LAYOUT], T, N, C, S, in[0]->data, ints, out[0]->data,
                        out[1] ? out[1]->data : NULL);
-
-    ctcb_options_init(&o);
-    o.blank = (int32_t)attr[0];
-    o.input_kind = (int32_t)attr[2];
-    o.infeasible = (int32_t)attr[3];
-    o.flags = (uint32_t)attr[4];
-    o.num_threads = (int32_t)attr[5];
-    o.log_zero = log_zero;
-    if (attr[0] != o.blank || attr[5] != o.num_threads) {
-        free(ints);
-        return ffi_error(frame, FFI_ERR_INVALID_ARGUMENT,
-                         "ctcbridge: blank or num_threads out of the int32 range");
-    }
-
     status = ctcb_ctc_loss(&p, &o);
     free(ints);
     if (status != CTCB_OK) {
-        const char *detail = ctcb_last_error();
-        return ffi_error(frame,
-                         status == CTCB_ERR_OUT_OF_MEMORY ? FFI_ERR_RESOURCE_EXHAUSTED
-                         : status == CTCB_ERR_NULL_POINTER ? FFI_ERR_INTERNAL
-                                                           : FFI_ERR_INVALID_ARGUMENT,
-                         "ctcbridge: %s (%s)", detail[0] ? detail : ctcb_status_string(status),
-                         ctcb_status_string(status));
+        static const int codes[] = {[CTCB_GLUE_INVALID_ARGUMENT] = FFI_ERR_INVALID_ARGUMENT,
+                                    [CTCB_GLUE_OUT_OF_MEMORY] = FFI_ERR_RESOURCE_EXHAUSTED,
+                                    [CTCB_GLUE_INTERNAL] = FFI_ERR_INTERNAL};
+        char message[640];
+
+        ctcb_glue_message(message, sizeof message, status);
+        return ffi_error(frame, codes[ctcb_glue_error_kind(status)], "%s", message);
     }
     return NULL;
 }

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "../src/ctcb_dense.h" /* the ctcb_problem of contiguous buffers */
+#include "../src/ctcb_glue.h" /* ctcb_dense_problem: the ctcb_problem of contiguous buffers */
 
 #define CLOSE(a, b, tol) \
     CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%.17g vs %.17g", (double)(a), (double)(b))
@@ -327,7 +327,7 @@ static void test_posteriors_match_loss(void)
     enum { T = 12, N = 5, C = 4, S = 5 };
     static double x[T * N * C], y[T * N * C], grad[T * N * C], post[T * N * C];
     double losses[N];
-    /* padded labels, then input lengths, then label lengths (ctcb_dense.h) */
+    /* padded labels, then input lengths, then label lengths (ctcb_glue.h) */
     int64_t ints[N * S + 2 * N] = {0};
     int64_t *labels = ints, *in_len = ints + N * S, *lab_len = ints + N * S + N;
     const int64_t lengths[2 * N] = {12, 9, 4, 12, 7, 5, 3, 4, 0, 5};

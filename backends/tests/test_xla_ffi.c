@@ -5,6 +5,7 @@
  * API's error constructor.  XLA is played by a minimal fake of its C ABI.
  */
 #include "ctcbridge.h"
+#include "ctcb_xla_ffi.h"
 
 #include <math.h>
 #include <stddef.h>

@@ -1,52 +1,6 @@
-"""Array bridges: one small module per framework.
+"""The bridges' former package, now :mod:`ctcbridge._bridges`.
 
-A bridge turns a :class:`~ctcbridge._arrays.call.CTCCall` (what a signature
-module asks of the engine) into a differentiable operation of the framework
-the caller's arrays come from, and offers the few array operations the
-signatures need for their reductions.  Frameworks are never imported to find
-out whether they are installed: an array of a framework's type can only exist
-if that framework is already in ``sys.modules`` (the einops rule).
+Kept because PyTensor and Theano graphs pickled before the move name the Op
+class ``ctcbridge._arrays.<library>.CTCBridgeOp``; its modules hand that class
+on and hold nothing else.
 """
-
-from __future__ import annotations
-
-import importlib
-import sys
-
-_MODULES = {  # top-level module of an array type -> bridge module
-    "torch": "torch",
-    "jax": "jax",
-    "jaxlib": "jax",
-    "tensorflow": "tensorflow",
-    "keras": "tensorflow",
-    "mxnet": "mxnet",
-    "chainer": "chainer",
-    "pytensor": "pytensor",
-    "theano": "theano",
-}
-_cache: dict = {}
-
-
-def framework_of(x) -> str | None:
-    """The framework an array belongs to, or None for numpy and Python values."""
-    root = type(x).__module__.split(".", 1)[0]
-    name = _MODULES.get(root)
-    if name is None or root not in sys.modules:
-        return None
-    if name == "tensorflow" and "tensorflow" not in sys.modules:
-        return None
-    return name
-
-
-def bridge_for(*arrays):
-    """The bridge of the first argument that is a framework array (numpy otherwise)."""
-    name = "numpy"
-    for x in arrays:
-        fw = framework_of(x)
-        if fw is not None:
-            name = fw
-            break
-    bridge = _cache.get(name)
-    if bridge is None:
-        bridge = _cache[name] = importlib.import_module(f"{__name__}.{name}").BRIDGE
-    return bridge

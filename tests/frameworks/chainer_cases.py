@@ -10,7 +10,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from ctcbridge.corpus import required_frames
+from ctcbridge._numerics import required_frames
 from native_cases import close, make_case
 
 NATIVE = F.connectionist_temporal_classification

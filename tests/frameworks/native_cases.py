@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctcbridge.corpus import required_frames
+from ctcbridge._numerics import required_frames
 
 
 @dataclass

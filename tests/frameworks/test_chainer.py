@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
+pytest.importorskip("chainer")  # the module skips where a framework it needs is absent
+pytest.importorskip("jax")
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from chainer.utils.type_check import InvalidType
 
 import ctcbridge.chainer as cc
-from ctcbridge._arrays.chainer import CTCNode
+from ctcbridge._bridges.chainer import CTCNode
 from chainer_cases import NATIVE, chainer_case, check_against_native, run
-from ctcbridge.corpus import builtin_cases
+from ctcbridge.conform.corpus import builtin_cases
 from ctcbridge.errors import CTCError
 from native_cases import close
 
@@ -282,8 +286,8 @@ KNOWN_NATIVE_FAILURES = {  # corpus cases where native chainer hits a divergence
 def test_conform_rows():
     """`ctcbridge conform`: the chainer row passes on numpy and chainer arrays, and native
     chainer fails only where a divergence is recorded."""
-    from ctcbridge._signature_rows import ROWS
-    from ctcbridge.conformance import check_signature
+    from ctcbridge.conform.rows import ROWS
+    from ctcbridge.conform.compare import check_signature
 
     cases = builtin_cases()
     cache: dict = {}
@@ -302,7 +306,7 @@ def test_every_signature_on_chainer_variables():
     """The bridge under every signature of `ctcbridge conform`: on chainer Variables the
     losses of numpy arrays, and a gradient of the activations' shape (finite when the
     losses and activations are)."""
-    from ctcbridge._signature_rows import ROWS
+    from ctcbridge.conform.rows import ROWS
 
     for row in filter(lambda r: r.available(), ROWS):  # tensorflow.ctc_loss_v1 needs TF
         for case in builtin_cases():

@@ -6,14 +6,17 @@ numpy path's errors, and the handler reports its own errors as exceptions."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import ctcbridge.optax as co
-from ctcbridge._arrays import jax as bridge
-from ctcbridge._arrays.call import make, run
+from ctcbridge._bridges import jax as bridge
+from ctcbridge._contract import make, run
 from native_cases import close, make_case
 
 X64 = bool(jax.config.jax_enable_x64)

@@ -5,10 +5,15 @@ tensors give the losses and gradients of native chainer and native mxnet Gluon."
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("chainer")  # the module skips where a framework it needs is absent
+pytest.importorskip("mxnet")
+pytest.importorskip("torch")
+
 import chainer
 import mxnet as mx
 import numpy as np
-import pytest
 import torch
 from mxnet import autograd, gluon
 

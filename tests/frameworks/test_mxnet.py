@@ -12,16 +12,20 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
+pytest.importorskip("mxnet")  # the module skips where a framework it needs is absent
+pytest.importorskip("torch")
+
 import mxnet as mx
 import numpy as np
-import pytest
 import torch
 from mxnet import gluon, nd
 
 import ctcbridge.gluon as cg
 import ctcbridge.mxnet as cm
-from ctcbridge import canonical, reference
-from ctcbridge.corpus import builtin_cases
+from ctcbridge import _compute, reference
+from ctcbridge.conform.corpus import builtin_cases
 from ctcbridge.errors import CTCRuntimeError
 from native_cases import close, make_case
 
@@ -416,8 +420,8 @@ def test_every_signature_on_mxnet_arrays():
     """Every conformance row (other frameworks' conventions included) on NDArrays
     over the whole corpus: the reference's losses and gradients, through
     mx.autograd (the mxnet column of `ctcbridge conform`)."""
-    from ctcbridge._signature_rows import ROWS
-    from ctcbridge.conformance import check_signature
+    from ctcbridge.conform.rows import ROWS
+    from ctcbridge.conform.compare import check_signature
 
     cases = builtin_cases()
     for row in filter(lambda r: r.available(), ROWS):  # tensorflow.ctc_loss_v1 needs TF
@@ -430,8 +434,8 @@ def test_conform_rows():
     """`ctcbridge conform`'s rows for these signatures pass on numpy and torch arrays
     (mxnet above); the native rows run to the end (MXNet's crashing inputs are
     refused by their guard) and agree where MXNet is defined."""
-    from ctcbridge._signature_rows import ROWS
-    from ctcbridge.conformance import check_signature
+    from ctcbridge.conform.rows import ROWS
+    from ctcbridge.conform.compare import check_signature
 
     cases = builtin_cases()
     mine = [r for r in ROWS if r.name in ("mxnet.ctc_loss", "gluon.CTCLoss", "mxnet.WarpCTC")]
@@ -605,7 +609,7 @@ def test_blank_inside_label():
     close(ours, native, 1e-5, 1e-5)
 
     def total(z):
-        return canonical.compute(z, labels.astype(int), None, lengths.astype(int), blank=0,
+        return _compute.compute(z, labels.astype(int), None, lengths.astype(int), blank=0,
                                  warp_blank_labels=True, want_grad=False)[0].sum()
 
     fd = np.zeros_like(x)

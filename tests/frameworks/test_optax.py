@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+pytest.importorskip("optax")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import ctcbridge.optax as co
 from native_cases import close, make_case

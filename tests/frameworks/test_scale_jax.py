@@ -20,11 +20,15 @@ if "jax" not in sys.modules:  # XLA reads its flags once, when jax starts its ba
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=2").strip()
 
+import pytest  # noqa: E402
+
+pytest.importorskip("jax")  # the module skips where a framework it needs is absent
+pytest.importorskip("optax")
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-import pytest  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
@@ -213,13 +217,14 @@ def test_default_threads_follow_xla(flags, expected):
 def test_too_large_batch_is_a_clear_error():
     """Zero-stride logits (nothing allocated) whose 6.4 TB gradient would not fit: the
     bridge's numpy path refuses them with EngineMemoryError before allocating."""
-    from ctcbridge._arrays.call import make, run
+    from ctcbridge._bridges.jax import BRIDGE
+    from ctcbridge._contract import make, run
 
     x = np.broadcast_to(np.float32(0), (16, 1000, 10**8))
     pads, labels = np.zeros((16, 1000), np.float32), np.ones((16, 10), np.int32)
     with pytest.raises(ctcbridge.EngineMemoryError, match="GiB are available"):
         run(make("optax.ctc_loss", 0, -1e5), x, pads, labels, np.zeros((16, 10), np.float32),
-            framework="jax")
+            bridge=BRIDGE)
 
 
 @pytest.mark.parametrize("threads", [None, 3])
@@ -244,16 +249,16 @@ def test_each_shard_runs_the_engine_with_its_share_of_the_cores(threads, mesh):
 def test_each_shard_runs_the_callback_with_its_share_of_the_cores(monkeypatch):
     """The other signatures go through jax.pure_callback: under pmap one engine call per
     device, on its half of the batch, each with jax's default thread count."""
-    import ctcbridge.canonical
+    import ctcbridge._compute
 
     calls = []
-    compute = ctcbridge.canonical.compute
+    compute = ctcbridge._compute.compute
 
     def spy(acts, *args, **kwargs):
         calls.append((acts.shape[1], kwargs.get("num_threads")))  # torch's (T, N, C)
         return compute(acts, *args, **kwargs)
 
-    monkeypatch.setattr(ctcbridge.canonical, "compute", spy)
+    monkeypatch.setattr(ctcbridge._compute, "compute", spy)
     split = [a.reshape(DEVICES, B // DEVICES, *a.shape[1:]) for a in _batch()]
     jax.pmap(_torch)(*split).block_until_ready()
     assert calls == [(B // DEVICES, ctcbridge.get_num_threads("jax"))] * DEVICES

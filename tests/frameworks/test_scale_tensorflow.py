@@ -14,10 +14,13 @@ import sys
 
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")  # the module skips where a framework it needs is absent
+
 import tensorflow as tf
 
 import ctcbridge
-import ctcbridge.canonical
+import ctcbridge._compute
 import ctcbridge.keras as ck
 import ctcbridge.tensorflow as ctf
 
@@ -109,7 +112,7 @@ def _mirrored_grad(loss_fn, ops=None):
 
 def _engine_ops(graph):
     """(device, batch, num_threads) of the custom op ``CtcbridgeCtcLoss`` (the engine in a
-    tf.function, see ctcbridge/_arrays/tensorflow.py) in a graph and its functions."""
+    tf.function, see ctcbridge/_bridges/tensorflow.py) in a graph and its functions."""
     found = []
     for op in graph.get_operations():
         if op.type == "CtcbridgeCtcLoss":
@@ -133,7 +136,7 @@ class _Spy:
 
     def __init__(self):
         self.calls = []
-        self._compute = ctcbridge.canonical.compute
+        self._compute = ctcbridge._compute.compute
 
     def __enter__(self):
         def compute(acts, *args, **kwargs):
@@ -141,11 +144,11 @@ class _Spy:
                                kwargs.get("num_threads")))
             return self._compute(acts, *args, **kwargs)
 
-        ctcbridge.canonical.compute = compute
+        ctcbridge._compute.compute = compute
         return self
 
     def __exit__(self, *exc):
-        ctcbridge.canonical.compute = self._compute
+        ctcbridge._compute.compute = self._compute
 
 
 def _engine_calls(loss_fn):
@@ -203,9 +206,10 @@ def test_default_threads_follow_intra_op_setting(intra_op, expected):
 def test_too_large_batch_is_a_clear_error():
     """Zero-stride logits (nothing allocated) whose 6.4 TB gradient would not fit: the
     bridge's engine call raises EngineMemoryError before allocating."""
-    from ctcbridge._arrays.call import make, run
+    from ctcbridge._bridges.tensorflow import BRIDGE
+    from ctcbridge._contract import make, run
 
     x = np.broadcast_to(np.float32(0), (1000, 16, 10**8))
     args = np.ones((16, 10), np.int32), np.full(16, 10, np.int32), np.full(16, 1000, np.int32)
     with pytest.raises(ctcbridge.EngineMemoryError, match="GiB are available"):
-        run(make("tf.dense", True, 0), x, *args, framework="tensorflow")
+        run(make("tf.dense", True, 0), x, *args, bridge=BRIDGE)

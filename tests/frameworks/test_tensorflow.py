@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import inspect
 
-import keras
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")  # the module skips where a framework it needs is absent
+pytest.importorskip("keras")
+
+import keras
 import tensorflow as tf
 from keras.src.legacy.backend import ctc_batch_cost as native_batch_cost
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")  # the module skips where a framework it needs is absent
+
 import tensorflow as tf
 
 import ctcbridge.keras as ck
 import ctcbridge.tensorflow as ctf
-from ctcbridge._arrays import tensorflow as bridge
+from ctcbridge._bridges import tensorflow as bridge
 from native_cases import close, make_case
 
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+pytest.importorskip("mxnet")  # the module skips where a framework it needs is absent
+pytest.importorskip("theano")
+
 import mxnet as mx
 import numpy as np
-import pytest
 import theano
 import theano.tensor as tt
 from theano.tensor.nnet import ctc as native
 
 import ctcbridge.theano as cth
-from ctcbridge._arrays import theano as bridge
+from ctcbridge._bridges import theano as bridge
 from native_cases import close
 from theano_cases import (ERRORS, GRAD_ATOL, LOSS_RTOL, VALUE_ERRORS, check_against_reference,
                           check_error, check_grad_of_sum, check_idioms, check_signature,

@@ -3,7 +3,7 @@
 graph API: ``grad``, ``function``, ``tensor.ftensor3``...).
 
 Expected results come from the float64 reference (``warp_blank_labels``)
-with warp-ctc's defined conventions applied (``_signature_rows.warp_reference``,
+with warp-ctc's defined conventions applied (``conform.rows.warp_reference``,
 also what ``ctcbridge conform`` checks the signature against).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ctcbridge.theano as cth
-from ctcbridge._signature_rows import warp_reference
+from ctcbridge.conform.rows import warp_reference
 from native_cases import close, make_case
 
 LOSS_RTOL, GRAD_ATOL = 2e-5, 2e-4  # float32 against the float64 reference
@@ -88,8 +88,8 @@ def check_grad_of_sum(bridge):
     """The conformance runner of a bridge (``ctcbridge conform``): losses, d sum / d x."""
     x, labels, il, seqs = theano_case(7)
     ref_loss, ref_grad = expected(x, seqs, il)
-    loss, grad = bridge.grad_of_sum(cth.ctc, x, dict(labels=labels, input_lengths=il), {},
-                                    lambda fn, xv, arrays: {"activations": xv, **arrays})
+    loss, grad = bridge.BRIDGE.grad_of_sum(cth.ctc, x, dict(labels=labels, input_lengths=il), {},
+                                           lambda fn, xv, arrays: {"activations": xv, **arrays})
     close(loss, ref_loss, LOSS_RTOL, LOSS_RTOL)
     close(grad, ref_grad, 0, GRAD_ATOL)
 

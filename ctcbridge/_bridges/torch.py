@@ -12,24 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import ast
-
-from .call import CTCCall, rebuild, run
-
-_CALLS: dict[str, CTCCall] = {}
+from .._contract import CTCCall, call_of as _get, run
+from ..errors import GradientNotComputedError
+from .base import Bridge
 
 
 def _key(call: CTCCall) -> str:
-    return repr(call.key)
-
-
-def _get(key: str) -> CTCCall:
-    """The call of a key string, rebuilt from it the first time (fake kernels under
-    torch.compile see only the key)."""
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(ast.literal_eval(key))
-    return call
+    return repr(call.key)  # fake kernels under torch.compile see only this string
 
 
 @torch.library.custom_op("ctcbridge::ctc", mutates_args=())
@@ -38,7 +27,7 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
     call = _get(key)
     x = activations.detach().cpu().numpy()
     losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad,
-                       framework="torch")
+                       bridge=BRIDGE)
     device = activations.device
     out_grad = torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None else \
         activations.new_empty((0,), device="cpu")
@@ -62,7 +51,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, g_losses, _g_grad):
     (grad,) = ctx.saved_tensors
     if grad.numel() == 0 and g_losses.numel():
-        raise RuntimeError("ctcbridge: the gradient was not computed (the activations did not "
+        raise GradientNotComputedError("ctcbridge: the gradient was not computed (the activations did not "
                            "require grad when the loss was computed)")
     # traced code (this op exists for torch.compile) must not branch on values:
     # older torch versions trace this backward with is_compiling() False
@@ -73,11 +62,7 @@ def _scale(grad, g_losses, batch_axis, traced=False):
     """The gradient of sum_n g[n] * loss[n]: each sample's rows times g[n]."""
     if not traced and not torch.compiler.is_compiling() and bool((g_losses == 1).all()):
         return grad  # d sum(losses): no copy needed
-    if batch_axis is None:
-        return grad * g_losses.reshape(())
-    shape = [1] * grad.dim()
-    shape[batch_axis] = -1
-    return grad * g_losses.reshape(shape)
+    return BRIDGE.scale_per_sample(grad, g_losses, batch_axis)
 
 
 _ctc_op.register_autograd(_backward, setup_context=_setup_context)
@@ -93,7 +78,7 @@ class _EagerCTC(torch.autograd.Function):
         want = ctx.needs_input_grad[0]
         losses, grad = run(call, activations.detach().cpu().numpy(),
                            *[a.detach().cpu().numpy() for a in aux], want_grad=want,
-                           framework="torch")
+                           bridge=BRIDGE)
         ctx.batch_axis = call.batch_axis
         ctx.n_aux = len(aux)
         if want:
@@ -117,8 +102,13 @@ def _tensor(a):
     return torch.as_tensor(a if a.flags.writeable else a.copy())
 
 
-class TorchBridge:
+class TorchBridge(Bridge):
     name = "torch"
+    converts = True
+
+    def default_threads(self) -> int:
+        # torch's intra-op threads (torchrun sets OMP_NUM_THREADS=1 per worker)
+        return torch.get_num_threads()
 
     def ctc(self, call: CTCCall, activations, aux):
         x = _tensor(activations)
@@ -153,14 +143,40 @@ class TorchBridge:
     def stack(self, arrays, axis):
         return torch.stack([self.asarray(a) for a in arrays], axis)
 
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return x.permute(*axes)
+
+    def take_classes(self, x, index):
+        return x[..., torch.as_tensor(index, device=x.device)]
+
+    def log(self, x):
+        return torch.log(x)
+
+    def class_log_softmax(self, x):
+        return torch.log_softmax(x, -1)
+
+    def class_softmax(self, x):
+        return torch.softmax(x, -1)
+
+    def unstack(self, x):
+        return list(torch.unbind(x, 0))
+
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        xt = torch.tensor(x, requires_grad=True)
+        conv = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        out = fn(**order(fn, xt, conv), **statics)
+        out.sum().backward()
+        return out.detach().numpy(), xt.grad.numpy()
+
+    def device_moves(self, device):
+        return (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v,
+                lambda out: out.cpu())
+
+    def log_softmax(self, x):
+        return x.log_softmax(-1)
+
 
 BRIDGE = TorchBridge()
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
-    xt = torch.tensor(x, requires_grad=True)
-    conv = {k: torch.as_tensor(v) for k, v in arrays.items()}
-    out = fn(**order(fn, xt, conv), **statics)
-    out.sum().backward()
-    return out.detach().numpy(), xt.grad.numpy()

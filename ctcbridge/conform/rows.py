@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
-from . import reference
-from ._arrays import framework_of
-from ._signature import shape_of
-from .convert import Labels
-from .corpus import Case, required_frames
-
-EPS = 1e-7  # keras.backend.epsilon()
+from .. import reference
+from .._bridges import bridge_named
+from .._numerics import log_softmax, required_frames
+from .._natives import (chainer as chainer_native, optax as optax_native,
+                        tensorflow as tf_native, warpctc)
+from ..convert import Labels
+from ..conventions import CONVENTIONS, KERAS_EPSILON, Convention, dotted_name
+from .corpus import Case
 
 
 @dataclass
@@ -31,11 +33,6 @@ class Prepared:
     ref_loss: np.ndarray
     ref_grad: np.ndarray  # d sum(losses) / d x
     split_time: bool = False  # x goes in as a list of its T frames (Chainer)
-
-
-def _log_softmax(x):
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def _feasible(case: Case) -> bool:
@@ -53,7 +50,7 @@ def _ref(case, x, **kw):
 
 
 def _torch_prep(case, dtype):
-    lp = _log_softmax(case.activations) if case.inputs == "logits" else case.activations
+    lp = log_softmax(case.activations) if case.inputs == "logits" else case.activations
     loss, grad = _ref(case, lp, inputs="log_probs")
     return Prepared(lp.astype(dtype), dict(targets=case.labels, input_lengths=case.input_lengths,
                                            target_lengths=case.label_lengths, blank=case.blank,
@@ -72,13 +69,10 @@ def _optax_prep(case, dtype):
     S = case.labels.shape[1]
     grad = grad.transpose(1, 0, 2).copy()
     # optax's convention for samples without an alignment (an impossible label
-    # class, -inf logits): its log_epsilon arithmetic (ctcbridge.optax ports it)
-    from .optax import _optax_lattice
-
+    # class, -inf logits): its log_epsilon arithmetic
     pads = np.arange(T)[None] >= case.input_lengths[:, None]
-    for n in np.flatnonzero(np.isposinf(loss)):
-        loss[n], grad[n] = _optax_lattice(x[:, n], pads[n], case.labels[n],
-                                          int(case.label_lengths[n]), case.blank, -1e5)
+    optax_native.values(loss, grad, x.transpose(1, 0, 2), pads, case.labels,
+                        case.label_lengths.astype(int), case.blank, -1e5)
     return Prepared(np.ascontiguousarray(x.transpose(1, 0, 2)).astype(dtype),
                     dict(logit_paddings=pads.astype(dtype),
                          labels=case.labels,
@@ -91,15 +85,9 @@ def _tf_prep(case, dtype):
     x = _logits(case)
     loss, grad = _ref(case, x)
     # TF's dense convention for samples without an alignment: its log(1e-307)
-    # sentinel arithmetic (ctcbridge.tensorflow ports it; the native rows check it)
-    from .tensorflow import _tf_dense_lattice
-
-    for n in np.flatnonzero(np.isposinf(loss)):
-        Tb = int(case.input_lengths[n])
-        loss[n], g = _tf_dense_lattice(x[:Tb, n], case.labels[n], int(case.label_lengths[n]),
-                                       case.blank)
-        grad[:, n] = 0.0
-        grad[:Tb, n] = g
+    # sentinel arithmetic (the native rows check it)
+    tf_native.dense_values(loss, grad, x, case.labels, case.input_lengths, case.label_lengths,
+                           case.blank)
     return Prepared(x.astype(dtype), dict(labels=case.labels, label_length=case.label_lengths,
                                           logit_length=case.input_lengths, blank_index=case.blank),
                     loss, grad)
@@ -116,14 +104,8 @@ def _v1_prep(case, dtype):
     # more labels than frames: 0 and no gradient (ignore_longer_outputs_than_inputs);
     # too few frames for the repeats: TF's kernel gives +inf and, with no path, the
     # gradient softmax(x) on the sample's frames
-    probs = np.exp(_log_softmax(x))
-    for n in np.flatnonzero(np.isposinf(loss)):
-        Tb = int(case.input_lengths[n])
-        grad[:, n] = 0.0
-        if case.label_lengths[n] > Tb:
-            loss[n] = 0.0
-        else:
-            grad[:Tb, n] = probs[:Tb, n]
+    tf_native.v1_values(loss, grad, x, case.input_lengths,
+                        case.label_lengths > case.input_lengths)
     sparse = tf.SparseTensor(*Labels.from_padded(labels, case.label_lengths).sparse(np.int32))
     return Prepared(x.astype(dtype), dict(labels=sparse,
                                           sequence_length=case.input_lengths.astype(np.int32),
@@ -151,33 +133,25 @@ def _batch_cost_prep(case, dtype):
     order = [c for c in range(C) if c != case.blank] + [case.blank]
     relabel = np.argsort(order)
     x = _logits(case)[:, :, order]
-    probs = np.exp(_log_softmax(x)).transpose(1, 0, 2).astype(dtype)
-    y = np.log(probs.astype(np.float64) + EPS)
+    probs = np.exp(log_softmax(x)).transpose(1, 0, 2).astype(dtype)
+    y = np.log(probs.astype(np.float64) + KERAS_EPSILON)
     labels = relabel[case.labels]
     loss, grad = reference.ctc_loss_and_grad(y, labels, case.input_lengths, case.label_lengths,
                                              blank=C - 1, layout="NTC")
     return Prepared(probs, dict(y_true=labels, input_length=case.input_lengths[:, None],
                                 label_length=case.label_lengths[:, None]),
-                    loss, grad / (probs.astype(np.float64) + EPS))
+                    loss, grad / (probs.astype(np.float64) + KERAS_EPSILON))
 
 
 def _chainer_prep(case, dtype):
     # Chainer's convention for samples without an alignment: its -1e10 sentinel
-    # arithmetic, computed in the signature's dtype as Chainer does (ported in
-    # ctcbridge.chainer; the native row checks it), and 1e10 with no frame at all
-    from .chainer import _chainer_lattice, _zero
-
+    # arithmetic, computed in the signature's dtype as Chainer does (the native row
+    # checks it), and 1e10 with no frame at all
     x = _logits(case)
     loss, grad = _ref(case, x)
     t, il, ll = (a.astype(np.int32) for a in (case.labels, case.input_lengths,
                                                 case.label_lengths))
-    bad = np.flatnonzero(np.isposinf(loss))
-    port = bad[il[bad] > 0]
-    if port.size:
-        loss[port], grad[:, port] = _chainer_lattice(x[:, port].astype(dtype), t[port], il[port],
-                                                     ll[port], case.blank)
-    loss[bad[il[bad] == 0]] = -_zero(np.dtype(dtype))
-    grad[:, bad[il[bad] == 0]] = 0.0
+    chainer_native.values(loss, grad, x.astype(dtype), t, il, ll, case.blank)
     return Prepared(x.astype(dtype), dict(t=t, input_length=il, label_length=ll,
                                           blank_symbol=int(case.blank), reduce="no"),
                     loss, grad, split_time=True)
@@ -185,21 +159,11 @@ def _chainer_prep(case, dtype):
 
 def warp_reference(x, seqs, input_lengths):
     """Theano/warp-ctc's conventions on the float64 reference (blank 0): costs and
-    d sum / d x.  A sample needing more frames than it has (L + repeats > T_b)
-    costs 0 with a zero gradient; T_b = 0 with an empty label costs +inf
-    (gradient 0); one passing that count whose 0-labels leave no alignment
-    costs +inf with the softmax as gradient (no occupancy)."""
-    loss, grad = reference.ctc_loss_and_grad(np.asarray(x, np.float64), seqs, input_lengths,
-                                             blank=0, warp_blank_labels=True)
-    for b, s in enumerate(seqs):
-        Tb = int(input_lengths[b])
-        if Tb == 0 and s.size == 0:
-            loss[b], grad[:, b] = np.inf, 0.0
-        elif s.size + np.count_nonzero(s[1:] == s[:-1]) > Tb:
-            loss[b], grad[:, b] = 0.0, 0.0
-        elif np.isinf(loss[b]):
-            grad[:Tb, b] = np.exp(_log_softmax(np.asarray(x[:Tb, b], np.float64)))
-    return loss, grad
+    d sum / d x (see :func:`ctcbridge._natives.warpctc.theano_values`)."""
+    x = np.asarray(x, np.float64)
+    loss, grad = reference.ctc_loss_and_grad(x, seqs, input_lengths, blank=0,
+                                             warp_blank_labels=True)
+    return warpctc.theano_values(x, seqs, input_lengths, loss, grad)
 
 
 def _theano_prep(case, dtype):
@@ -228,20 +192,12 @@ def _blank_moved(case, where):
 
 
 def _mxnet_reference(x, labels, input_lengths, label_lengths, blank):
-    """MXNet's (warp-ctc's) conventions on the float64 reference: a sample with too
-    few frames costs 0 with a zero gradient; one with enough frames but no
-    alignment (-inf logits) costs +inf with the softmax as gradient."""
+    """MXNet's (warp-ctc's) conventions on the float64 reference (see
+    :func:`ctcbridge._natives.warpctc.mxnet_values`)."""
     x = np.asarray(x, np.float64)
     loss, grad = reference.ctc_loss_and_grad(x, labels, input_lengths, label_lengths,
                                              blank=blank)
-    for n, L in enumerate(label_lengths):
-        Tb = int(input_lengths[n])
-        if required_frames(labels[n, :L]) > Tb:
-            loss[n], grad[:, n] = 0.0, 0.0
-        elif np.isposinf(loss[n]):
-            grad[:, n] = 0.0
-            grad[:Tb, n] = np.exp(_log_softmax(x[:Tb, n]))
-    return loss, grad
+    return warpctc.mxnet_values(x, labels, input_lengths, label_lengths, True, loss, grad)
 
 
 def _mxnet_width(case) -> int:
@@ -300,7 +256,7 @@ def _gluon_prep(case, dtype):
 def gluon_ctc(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *,
               layout="NTC", label_layout="NT", weight=None):
     """ctcbridge.gluon.CTCLoss(layout, label_layout, weight) called once."""
-    from .gluon import CTCLoss
+    from ..gluon import CTCLoss
 
     return CTCLoss(layout, label_layout, weight)(pred, label, pred_lengths, label_lengths,
                                                  sample_weight)
@@ -310,6 +266,7 @@ def _mxnet_crash_guard(lengths):
     """MXNet's CTC can corrupt the heap on frames-free samples (double free, a crash
     later in the process): refuse them, so a native row fails its cell instead."""
     if lengths is not None and (lengths.asnumpy() < 1).any():
+        # a RuntimeError as the native would raise, and the text conform prints
         raise RuntimeError("not run: MXNet's CTC corrupts memory on zero-length inputs")
 
 
@@ -339,7 +296,7 @@ def _warpctc_prep(case, dtype):
     labels = _mxnet_padded(case, labels, 0)
     S = labels.shape[1]
     _, grad = _mxnet_reference(x, labels, np.full(N, T), case.label_lengths, 0)
-    softmax = np.exp(_log_softmax(x.astype(np.float64)))
+    softmax = np.exp(log_softmax(x.astype(np.float64)))
     return Prepared(x.reshape(T * N, C).astype(dtype),
                     dict(label=labels.reshape(-1).astype(np.int32), label_length=S,
                          input_length=T),
@@ -356,9 +313,11 @@ def _warpctc_ok(case):
 
 @dataclass
 class SignatureRow:
-    name: str
-    module: str  # ctcbridge module
-    function: str
+    """One signature as a row of ``ctcbridge conform``: its convention (the one
+    registry of signatures, :data:`ctcbridge.conventions.CONVENTIONS`), its native,
+    and how a corpus case becomes its arguments."""
+
+    convention: Convention
     native: str | None  # "module:attr" of the native
     frameworks: tuple  # array frameworks it runs on
     prepare: Callable[[Case, str], Prepared]
@@ -368,47 +327,43 @@ class SignatureRow:
     relative_grad: bool = False  # gradient w.r.t. probabilities: 1/(p + eps) scales it
     requires: tuple = ()  # modules the conversion itself needs (a tf.SparseTensor...)
     native_memory: Callable[[Case], float] | None = None  # the native's peak bytes, estimated
+    # "module:attr" called as ours instead of the convention's entry (a class, Gluon's
+    # CTCLoss, is constructed and called once by a function)
+    ours_via: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``torch.ctc_loss``, ``gluon.CTCLoss``...: the convention's dotted name."""
+        return dotted_name(self.convention)
+
+    @property
+    def activations(self) -> str:
+        """The name of the parameter that takes the activations."""
+        return self.convention.param("activations").name
 
     def available(self) -> bool:
         from importlib.util import find_spec
 
         return all(find_spec(m) is not None for m in self.requires)
 
+    def ours(self) -> Callable:
+        """ctcbridge's function for this signature."""
+        if self.ours_via is not None:
+            return _attribute(self.ours_via)
+        return getattr(importlib.import_module(self.convention.module), self.convention.call)
+
     def call(self, prep: Prepared, fw: str, native: bool = False):
-        if native:
-            mod, attr = self.native.split(":")
-            fn = importlib.import_module(mod)
-            for part in attr.split("."):
-                fn = getattr(fn, part)
-        else:
-            fn = getattr(importlib.import_module(self.module), self.function)
-        return run_on(fw, fn, prep, self.flatten)
+        fn = _attribute(self.native) if native else self.ours()
+        return run_on(fw, fn, prep, self.flatten, self.activations)
 
 
-def _frames(x) -> list:
-    """x's T frames along axis 0.  On jax by split and reshape, whose gradient is one
-    concatenation: jax.grad through T indexings x[i] costs O(T^2) (minutes for 2048)."""
-    T = shape_of(x)[0]
-    if framework_of(x) == "jax":
-        import jax.numpy as jnp
-
-        return [f.reshape(f.shape[1:]) for f in jnp.split(x, T)]
-    return [x[i] for i in range(T)]
-
-
-def _split_time(fn):
-    """fn taking a list of T frames `x` (Chainer's name), called with one (T, ...)
-    array of any framework."""
-    def split(x, **kwargs):
-        if framework_of(x) == "jax":
-            # eager jax compiles the T-way split and the adapter's T-way stack op by
-            # op (about a minute for T = 2048); one jit compiles them together (~4 s)
-            import jax
-
-            return jax.jit(lambda z: fn(x=_frames(z), **kwargs))(x)
-        return fn(x=_frames(x), **kwargs)
-
-    return split
+def _attribute(spec: str):
+    """The object named ``module:attr.attr...``."""
+    mod, attr = spec.split(":")
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _all(case):
@@ -433,68 +388,47 @@ def _tf_dense_memory(case) -> float:
 # the frameworks whose arrays every signature takes (symbolic ones: theano.ctc only)
 EAGER = ("numpy", "torch", "jax", "tensorflow", "mxnet", "chainer")
 
+_C = CONVENTIONS
 ROWS = [
-    SignatureRow("torch.ctc_loss", "ctcbridge.torch", "ctc_loss",
-                 "torch.nn.functional:ctc_loss", EAGER,
+    SignatureRow(_C["torch"], "torch.nn.functional:ctc_loss", EAGER,
                  _torch_prep, _all, ("torch",)),
-    SignatureRow("optax.ctc_loss", "ctcbridge.optax", "ctc_loss", "optax:ctc_loss",
-                 EAGER, _optax_prep, _feasible, ("jax",)),
-    SignatureRow("tensorflow.ctc_loss", "ctcbridge.tensorflow", "ctc_loss", "tensorflow:nn.ctc_loss",
+    SignatureRow(_C["optax"], "optax:ctc_loss", EAGER, _optax_prep, _feasible, ("jax",)),
+    SignatureRow(_C["tensorflow"], "tensorflow:nn.ctc_loss",
                  EAGER, _tf_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
-    SignatureRow("tensorflow.ctc_loss_v1", "ctcbridge.tensorflow", "ctc_loss_v1",
-                 "tensorflow:compat.v1.nn.ctc_loss", EAGER, _v1_prep, _v1_ok, ("tensorflow",),
-                 requires=("tensorflow",)),
-    SignatureRow("keras.ctc_loss", "ctcbridge.keras", "ctc_loss", "keras:ops.ctc_loss",
+    SignatureRow(_C["tensorflow-v1"], "tensorflow:compat.v1.nn.ctc_loss", EAGER, _v1_prep,
+                 _v1_ok, ("tensorflow",), requires=("tensorflow",)),
+    SignatureRow(_C["keras"], "keras:ops.ctc_loss",
                  EAGER, _keras_prep, _all, ("tensorflow",), native_memory=_tf_dense_memory),
-    SignatureRow("keras.ctc_batch_cost", "ctcbridge.keras", "ctc_batch_cost",
-                 "keras.src.legacy.backend:ctc_batch_cost", EAGER,
+    SignatureRow(_C["keras-batch-cost"], "keras.src.legacy.backend:ctc_batch_cost", EAGER,
                  _batch_cost_prep, _batch_cost_ok, ("tensorflow",), flatten=True,
                  relative_grad=True),
-    SignatureRow("chainer.connectionist_temporal_classification", "ctcbridge.chainer",
-                 "connectionist_temporal_classification",
-                 "chainer.functions:connectionist_temporal_classification",
+    SignatureRow(_C["chainer"], "chainer.functions:connectionist_temporal_classification",
                  EAGER, _chainer_prep, _all, ("chainer",)),
     # Theano's own Op needs Baidu's warp-ctc: no native row
-    SignatureRow("theano.ctc", "ctcbridge.theano", "ctc", None,
-                 EAGER + ("pytensor", "theano"),
-                 _theano_prep, _all),
-    SignatureRow("mxnet.ctc_loss", "ctcbridge.mxnet", "ctc_loss",
-                 "ctcbridge._signature_rows:native_mxnet_ctc",
-                 EAGER, _mxnet_prep, _mxnet_ok,
-                 ("mxnet",)),
-    SignatureRow("gluon.CTCLoss", "ctcbridge._signature_rows", "gluon_ctc",
-                 "ctcbridge._signature_rows:native_gluon_ctc",
-                 EAGER, _gluon_prep, _mxnet_ok,
-                 ("mxnet",)),
+    SignatureRow(_C["theano"], None, EAGER + ("pytensor", "theano"), _theano_prep, _all),
+    SignatureRow(_C["mxnet"], "ctcbridge.conform.rows:native_mxnet_ctc",
+                 EAGER, _mxnet_prep, _mxnet_ok, ("mxnet",)),
+    SignatureRow(_C["gluon"], "ctcbridge.conform.rows:native_gluon_ctc",
+                 EAGER, _gluon_prep, _mxnet_ok, ("mxnet",),
+                 ours_via="ctcbridge.conform.rows:gluon_ctc"),
     # the WarpCTC plugin is not in MXNet's wheels: no native row
-    SignatureRow("mxnet.WarpCTC", "ctcbridge.mxnet", "WarpCTC", None,
-                 EAGER, _warpctc_prep, _warpctc_ok),
+    SignatureRow(_C["warpctc"], None, EAGER, _warpctc_prep, _warpctc_ok),
 ]
 
 
-def run_on(fw: str, fn, prep: Prepared, flatten: bool):
-    """(losses, grad or None) of fn(x, **args) computed on framework `fw`.
+def run_on(fw: str, fn, prep: Prepared, flatten: bool, x_name: str):
+    """(losses, grad or None) of fn(**{x_name: x}, **args) computed on framework `fw`.
 
-    Each bridge module (``ctcbridge._arrays.<fw>``) knows how to differentiate
-    in its framework: its ``grad_of_sum(fn, x, arrays, statics, order)``
-    returns (losses, d sum(finite losses) / d x), both numpy."""
+    Each bridge knows how to differentiate in its framework: its
+    ``grad_of_sum(fn, x, arrays, statics, order)`` returns (losses,
+    d sum(finite losses) / d x), both numpy."""
     x, args = prep.x, prep.args
-    if prep.split_time:
-        fn = _split_time(fn)
+    bridge = bridge_named(fw)
+    if prep.split_time:  # fn takes a list of T frames `x` (Chainer's)
+        fn = partial(bridge.call_with_frames, fn)
     statics = {k: v for k, v in args.items() if not isinstance(v, np.ndarray)}
     arrays = {k: v for k, v in args.items() if isinstance(v, np.ndarray)}
-    bridge = importlib.import_module(f"ctcbridge._arrays.{fw}")
-    out, grad = bridge.grad_of_sum(fn, x, arrays, statics, _order)
+    out, grad = bridge.grad_of_sum(fn, x, arrays, statics,
+                                   lambda fn, x, arrays: {x_name: x, **arrays})
     out = np.asarray(out)
     return (out.reshape(-1) if flatten else out), grad
-
-
-_X_NAMES = ("log_probs", "inputs", "logits", "output", "y_pred", "data", "pred", "x", "activations")
-
-
-def _order(fn, x, arrays):
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    name = next(p for p in params if p in _X_NAMES)
-    return {name: x, **arrays}

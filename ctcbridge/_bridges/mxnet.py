@@ -9,42 +9,25 @@
   engine on MXNet's worker thread and keeps the gradient as a hidden second
   output that its backward scales by the head gradient.
 
-``head_grad=False`` (used by WarpCTC) makes the backward ignore the head
+A call with ``head_grad=False`` (WarpCTC's) makes the backward ignore the head
 gradient and write the engine's gradient as is, as MXNet's WarpCTC plugin did.
+The gradient is scaled on numpy values, by the numpy bridge's rule.
 """
 
 from __future__ import annotations
 
-import ast
-
 import mxnet as mx
 import numpy as np
 
-from .call import CTCCall, rebuild, run
+from .._contract import CTCCall, call_of as _get, run
+from .base import Bridge
+from .numpy import BRIDGE as NUMPY
 
-_CALLS: dict = {}
-_OP_TYPE = "ctcbridge_ctc"
-
-
-def _get(key: str) -> CTCCall:
-    """The call of a key string (CustomOp parameters are strings), rebuilt once."""
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(ast.literal_eval(key))
-    return call
+_OP_TYPE = "ctcbridge_ctc"  # CustomOp parameters are strings: the call travels as its key
 
 
 def _is_symbol(x) -> bool:
     return isinstance(x, mx.sym.Symbol)
-
-
-def _scaled(grad: np.ndarray, g: np.ndarray, batch_axis) -> np.ndarray:
-    """The gradient of sum_n g[n] * loss[n] from the engine's d sum(loss)."""
-    if batch_axis is None:
-        return grad * g.reshape(())
-    shape = [1] * grad.ndim
-    shape[batch_axis] = -1
-    return grad * g.reshape(shape).astype(grad.dtype)
 
 
 def _nd(arr: np.ndarray, ctx) -> mx.nd.NDArray:
@@ -66,7 +49,7 @@ class _EagerCTC(mx.autograd.Function):
     def forward(self, x, *aux):
         given = iter(aux)
         values = [next(given).asnumpy() if f is None else f for f in self._fixed]
-        losses, grad = run(self._call, x.asnumpy(), *values, framework="mxnet")
+        losses, grad = run(self._call, x.asnumpy(), *values, bridge=BRIDGE)
         self._grad = grad
         self._aux = aux
         self._x = x
@@ -75,7 +58,7 @@ class _EagerCTC(mx.autograd.Function):
     def backward(self, g):
         grad = self._grad
         if self._head_grad:
-            grad = _scaled(grad, g.asnumpy(), self._call.batch_axis)
+            grad = NUMPY.scale_per_sample(grad, g.asnumpy(), self._call.batch_axis)
         zeros = [mx.nd.zeros(a.shape, ctx=a.context, dtype=a.dtype) for a in self._aux]
         return (_nd(np.ascontiguousarray(grad, dtype=grad.dtype).astype(self._x.dtype),
                     self._x.context), *zeros)
@@ -90,7 +73,7 @@ class _CustomCTC(mx.operator.CustomOp):
 
     def _run(self, in_data, want_grad):
         return run(self._call, in_data[0].asnumpy(), *[a.asnumpy() for a in in_data[1:]],
-                   want_grad=want_grad, framework="mxnet")
+                   want_grad=want_grad, bridge=BRIDGE)
 
     def forward(self, is_train, req, in_data, out_data, aux):
         losses, grad = self._run(in_data, want_grad=is_train)
@@ -104,7 +87,7 @@ class _CustomCTC(mx.operator.CustomOp):
         # recorded with train_mode=False: the forward did not compute the gradient
         grad = out_data[1].asnumpy() if self._have_grad else self._run(in_data, True)[1]
         if self._head_grad:
-            grad = _scaled(grad, out_grad[0].asnumpy(), self._call.batch_axis)
+            grad = NUMPY.scale_per_sample(grad, out_grad[0].asnumpy(), self._call.batch_axis)
         self.assign(in_grad[0], req[0], _nd(np.ascontiguousarray(grad).astype(
             in_data[0].dtype), in_data[0].context))
         for i in range(1, len(in_data)):
@@ -141,22 +124,22 @@ class _CustomCTCProp(mx.operator.CustomOpProp):
 
 def _symbol_ctc(call: CTCCall, x, aux, head_grad: bool):
     key = repr(call.key)
-    _CALLS.setdefault(key, call)
     out = mx.sym.Custom(x, *aux, key=key, n_aux=str(len(aux)),
                         head_grad="1" if head_grad else "0", op_type=_OP_TYPE)
     return out[0]
 
 
-class MXNetBridge:
+class MXNetBridge(Bridge):
     name = "mxnet"
 
-    def ctc(self, call: CTCCall, activations, aux, head_grad: bool = True):
+    def ctc(self, call: CTCCall, activations, aux):
         if _is_symbol(activations):
-            return _symbol_ctc(call, activations, [self.asarray(a) for a in aux], head_grad)
+            return _symbol_ctc(call, activations, [self.asarray(a) for a in aux],
+                               call.head_grad)
         x = self.asarray(activations)
         fixed = [None if isinstance(a, mx.nd.NDArray) else np.asarray(a) for a in aux]
         nd_aux = [a for a in aux if isinstance(a, mx.nd.NDArray)]
-        return _EagerCTC(call, head_grad, fixed)(x, *nd_aux)
+        return _EagerCTC(call, call.head_grad, fixed)(x, *nd_aux)
 
     def asarray(self, x, like=None):
         if isinstance(x, (mx.nd.NDArray, mx.sym.Symbol)):
@@ -199,19 +182,16 @@ class MXNetBridge:
         y = self.asarray(y, x)
         return (mx.sym if _is_symbol(x) or _is_symbol(y) else mx.nd).broadcast_mul(x, y)
 
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        xt = mx.nd.array(x, dtype=x.dtype)
+        xt.attach_grad()
+        # MXNet has no zero-size NDArrays: those stay numpy (signatures take mixed arrays)
+        conv = {k: mx.nd.array(v, dtype=v.dtype) if v.size else v for k, v in arrays.items()}
+        with mx.autograd.record():
+            out = fn(**order(fn, xt, conv), **statics)
+            total = out.sum()
+        total.backward()
+        return out.asnumpy(), xt.grad.asnumpy()
+
 
 BRIDGE = MXNetBridge()
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x,
-    with ``mx.autograd`` on NDArrays."""
-    xt = mx.nd.array(x, dtype=x.dtype)
-    xt.attach_grad()
-    # MXNet has no zero-size NDArrays: those stay numpy (signatures take mixed arrays)
-    conv = {k: mx.nd.array(v, dtype=v.dtype) if v.size else v for k, v in arrays.items()}
-    with mx.autograd.record():
-        out = fn(**order(fn, xt, conv), **statics)
-        total = out.sum()
-    total.backward()
-    return out.asnumpy(), xt.grad.asnumpy()

@@ -17,7 +17,9 @@ import chainer.functions as F
 import numpy as np
 from chainer import backend
 
-from .call import CTCCall, run
+from .._contract import CTCCall, run
+from ..errors import GradientNotComputedError
+from .base import Bridge, per_sample_shape
 
 
 def _cpu(a) -> np.ndarray:
@@ -36,7 +38,7 @@ class CTCNode(chainer.FunctionNode):
         x, *aux = inputs
         device = backend.get_device_from_array(x)
         losses, grad = run(self.call, _cpu(x), *[_cpu(a) for a in aux],
-                           want_grad=self.want_grad, framework="chainer")
+                           want_grad=self.want_grad, bridge=BRIDGE)
         if self.want_grad:
             self._grad = device.send(np.ascontiguousarray(grad))
         return device.send(np.ascontiguousarray(losses)),
@@ -44,18 +46,10 @@ class CTCNode(chainer.FunctionNode):
     def backward(self, indexes, grad_outputs):
         (gy,) = grad_outputs
         if self._grad is None:
-            raise RuntimeError("ctcbridge: the gradient was not computed (the activations did "
+            raise GradientNotComputedError("ctcbridge: the gradient was not computed (the activations did "
                                "not require grad, or backprop was disabled, when the loss was "
                                "computed)")
-        grad = self._grad
-        axis = self.call.batch_axis
-        if axis is None:
-            scale = F.broadcast_to(F.reshape(gy, (1,) * grad.ndim), grad.shape)
-        else:
-            shape = [1] * grad.ndim
-            shape[axis] = -1
-            scale = F.broadcast_to(F.reshape(gy, tuple(shape)), grad.shape)
-        gx = scale * grad
+        gx = BRIDGE.scale_per_sample(self._grad, gy, self.call.batch_axis)
         return tuple(gx if i == 0 else None for i in indexes)
 
 
@@ -68,8 +62,14 @@ def _array(a, device):
     return a  # already a cupy array
 
 
-class ChainerBridge:
+class ChainerBridge(Bridge):
     name = "chainer"
+
+    def scale_per_sample(self, grad, g, batch_axis):
+        # with Chainer functions, so that double backpropagation through the scaling
+        # works; Chainer's product does not broadcast
+        shape = per_sample_shape(grad.ndim, batch_axis) or (1,) * grad.ndim
+        return F.broadcast_to(F.reshape(g, shape), grad.shape) * grad
 
     def ctc(self, call: CTCCall, activations, aux):
         x = chainer.as_variable(activations)
@@ -106,13 +106,11 @@ class ChainerBridge:
     def stack(self, arrays, axis):
         return F.stack(list(arrays), axis)
 
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        xv = chainer.Variable(np.array(x))
+        out = fn(**order(fn, xv, dict(arrays)), **statics)
+        F.sum(out).backward()
+        return np.asarray(out.array), (None if xv.grad is None else np.asarray(xv.grad))
+
 
 BRIDGE = ChainerBridge()
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
-    xv = chainer.Variable(np.array(x))
-    out = fn(**order(fn, xv, dict(arrays)), **statics)
-    F.sum(out).backward()
-    return np.asarray(out.array), (None if xv.grad is None else np.asarray(xv.grad))

@@ -1,8 +1,9 @@
 """The TensorFlow bridge: ``tf.custom_gradient`` around the engine.
 
 Eagerly the engine runs directly on the tensors' numpy values.  Inside a
-``tf.function``, a signature whose call carries a ``tf_prepare`` (its numpy
-``prepare`` written with TF ops, returning :class:`TFTraced`) runs the
+``tf.function``, a signature whose call carries a ``traced["tensorflow"]`` (its
+numpy ``prepare`` written with TF ops, returning a
+:class:`~ctcbridge._contract.Traced`) runs the
 engine as the custom op ``CtcbridgeCtcLoss`` (``libctcbridge_tf``, built
 beside the engine and loaded with ``tf.load_op_library``) on float32/float64
 activations: no Python and no copies per call.  Cases the TF-op preparation
@@ -14,32 +15,16 @@ come from the engine (``tf.GradientTape`` sees a custom gradient).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from .. import _engine, _threads
-from .call import CTCCall, run
-
-
-@dataclass
-class TFTraced:
-    """A signature's ``prepare`` done with TF ops (``tf_prepare``) inside a tf.function.
-
-    ``activations`` as they are, ``layout`` "TNC" or "NTC"; padded ``labels``
-    (N, S), ``input_lengths`` and ``label_lengths`` (N,); ``options`` for the
-    engine (blank, inputs, infeasible, log_zero, ...); ``needs_numpy(losses)``:
-    a boolean scalar tensor, true where the numpy path must decide instead."""
-
-    activations: Any
-    layout: str
-    labels: Any
-    input_lengths: Any
-    label_lengths: Any
-    options: dict
-    needs_numpy: Callable | None = None
+from .._contract import CTCCall, run
+from .._options import EngineOptions
+from .base import Bridge
 
 
 _op_lock = threading.Lock()
@@ -62,27 +47,16 @@ def _custom_op():
 
 def _op_call(call: CTCCall, xv, aux):
     """(losses, grad) from the custom op, or None where that route does not apply."""
-    prepare = call.tf_prepare
+    prepare = call.traced.get("tensorflow")
     if prepare is None or xv.dtype not in (tf.float32, tf.float64) or _custom_op() is None:
         return None
     t = prepare(xv, *aux)
     if t is None:
         return None
-    o = dict(blank=0, inputs="logits", infeasible="inf", log_zero=-1e10, merge_repeated=True,
-             warp_blank_labels=False, log_space=False,
-             num_threads=_threads.get_num_threads("tensorflow"))
-    o.update(t.options)
-    flags = ((0 if o["merge_repeated"] else _engine.FLAG_NO_MERGE_REPEATED)
-             | (_engine.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
-             | (_engine.FLAG_LOG_SPACE if o["log_space"] else 0))
-    from ..canonical import INFEASIBLE, INPUT_KINDS, LAYOUTS
-
+    attrs = EngineOptions.of(t.options, num_threads=BRIDGE.num_threads()).attributes()
+    log_zero = tf.constant(attrs.pop("log_zero"), tf.float64)  # an input of the op
     ints = [tf.cast(a, tf.int64) for a in (t.labels, t.input_lengths, t.label_lengths)]
-    losses, grad = _custom_op().ctcbridge_ctc_loss(
-        t.activations, *ints, tf.constant(float(o["log_zero"]), tf.float64),
-        blank=int(o["blank"]), layout=LAYOUTS.index(t.layout),
-        input_kind=INPUT_KINDS[o["inputs"]], infeasible=INFEASIBLE[o["infeasible"]],
-        flags=flags, num_threads=int(o["num_threads"]))
+    losses, grad = _custom_op().ctcbridge_ctc_loss(t.activations, *ints, log_zero, **attrs)
     if t.needs_numpy is None:
         return losses, grad
     return tf.cond(t.needs_numpy(losses), lambda: _numpy_function(call, xv, aux),
@@ -91,14 +65,28 @@ def _op_call(call: CTCCall, xv, aux):
 
 def _numpy_function(call: CTCCall, xv, aux):
     def callback(xn, *an):
-        return run(call, xn, *an, framework="tensorflow")
+        return run(call, xn, *an, bridge=BRIDGE)
 
     losses, grad = tf.numpy_function(callback, [xv, *aux], [xv.dtype, xv.dtype], stateful=False)
     return losses, grad
 
 
-class TensorFlowBridge:
+@lru_cache(maxsize=None)  # both are fixed once TF's context exists (a tensor does)
+def _default_threads() -> int:
+    # TF's intra-op threads (0, TF's "all cores", is this process's cores), shared by
+    # the logical CPU devices, whose replicas run their losses concurrently
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or \
+        _threads.available_cores()
+    devices = len(tf.config.list_logical_devices("CPU")) or 1
+    return max(1, threads // devices)
+
+
+class TensorFlowBridge(Bridge):
     name = "tensorflow"
+    converts = True
+
+    def default_threads(self) -> int:
+        return _default_threads()
 
     def ctc(self, call: CTCCall, activations, aux):
         x = tf.convert_to_tensor(activations)
@@ -109,7 +97,7 @@ class TensorFlowBridge:
         def op(xv):
             if tf.executing_eagerly():
                 losses, grad = run(call, xv.numpy(), *[np.asarray(a) for a in aux],
-                                   framework="tensorflow")
+                                   bridge=BRIDGE)
                 losses = tf.constant(losses, dtype=xv.dtype)
                 grad = tf.constant(grad, dtype=xv.dtype)
             else:
@@ -122,11 +110,7 @@ class TensorFlowBridge:
             def grad_fn(g):
                 if tf.executing_eagerly() and bool(tf.reduce_all(tf.equal(g, 1))):
                     return grad  # d sum(losses): no copy needed
-                if call.batch_axis is None:
-                    return grad * tf.reshape(tf.cast(g, grad.dtype), [])
-                shape = [1] * len(xv.shape)
-                shape[call.batch_axis] = -1
-                return grad * tf.reshape(tf.cast(g, grad.dtype), shape)
+                return self.scale_per_sample(grad, g, call.batch_axis)
 
             return losses, grad_fn
 
@@ -153,18 +137,40 @@ class TensorFlowBridge:
     def stack(self, arrays, axis):
         return tf.stack([tf.convert_to_tensor(a) for a in arrays], axis)
 
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return tf.transpose(x, axes)
+
+    def take_classes(self, x, index):
+        return tf.gather(x, index, axis=-1)
+
+    def log(self, x):
+        return tf.math.log(x)
+
+    def class_log_softmax(self, x):
+        return tf.nn.log_softmax(x, -1)
+
+    def class_softmax(self, x):
+        return tf.nn.softmax(x, -1)
+
+    def unstack(self, x):
+        return tf.unstack(x, axis=0)
+
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        # as the other runners: an infinite loss keeps its defined gradient (e.g.
+        # warp-ctc's softmax for a sample without an alignment)
+        xv = tf.Variable(x)
+        conv = {k: tf.constant(v) for k, v in arrays.items()}
+        with tf.GradientTape() as tape:
+            out = fn(**order(fn, xv, conv), **statics)
+            total = tf.reduce_sum(out)
+        grad = tape.gradient(total, xv)
+        return np.asarray(out), (None if grad is None else grad.numpy())
+
+    def log_softmax(self, x):
+        return tf.nn.log_softmax(x, axis=-1)
+
 
 BRIDGE = TensorFlowBridge()
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x, as
-    the other runners (an infinite loss keeps its defined gradient, e.g. warp-ctc's
-    softmax for a sample without an alignment)."""
-    xv = tf.Variable(x)
-    conv = {k: tf.constant(v) for k, v in arrays.items()}
-    with tf.GradientTape() as tape:
-        out = fn(**order(fn, xv, conv), **statics)
-        total = tf.reduce_sum(out)
-    grad = tape.gradient(total, xv)
-    return np.asarray(out), (None if grad is None else grad.numpy())

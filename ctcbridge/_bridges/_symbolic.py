@@ -3,8 +3,8 @@
 PyTensor descends from Theano and both define graph operations the same way:
 an ``Op`` with ``__props__``, ``make_node`` returning an ``Apply``,
 ``perform`` on numpy values and ``L_op`` for the gradient.  The Op class is
-written once here and bound to a library by ``ctcbridge._arrays.pytensor``
-and ``ctcbridge._arrays.theano``, which differ only in where those names live
+written once here and bound to a library by ``ctcbridge._bridges.pytensor``
+and ``ctcbridge._bridges.theano``, which differ only in where those names live
 and in how a graph rewrite is registered.
 
 How the static call reaches a compiled graph: the Op's ``__props__`` are the
@@ -27,28 +27,24 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..errors import CTCError
-from .call import CTCCall, rebuild, run
+from .._contract import CTCCall, call_of as _call, run
+from ..errors import CTCGradientError
+from .base import Bridge
 
 
-class CTCGradientError(CTCError, AssertionError):
-    """Differentiating a ``compute_grad=False`` Op (Theano asserts, an AssertionError)."""
+def _scale_per_sample(grad, g, batch_axis):
+    """The gradient of sum_n g[n] * cost[n] (Theano: ``batched_dot``), symbolically."""
+    if batch_axis is None:
+        return grad * g.reshape(())
+    pattern = ["x"] * grad.ndim  # each sample's rows times its cost's output gradient
+    pattern[batch_axis] = 0
+    return grad * g.dimshuffle(*pattern)
 
 
-_CALLS: dict = {}
-
-
-def _call(key: tuple) -> CTCCall:
-    call = _CALLS.get(key)
-    if call is None:
-        call = _CALLS[key] = rebuild(key)
-    return call
-
-
-def make_op_class(lib: SimpleNamespace):
+def make_op_class(lib: SimpleNamespace, bridge: Bridge):
     """The Op class for `lib`: a namespace with ``name`` (the bridge's), ``Op``, ``Apply``,
     ``as_tensor_variable``, ``vector`` (a symbolic vector constructor taking
-    ``dtype``) and ``grad_undefined``."""
+    ``dtype``) and ``grad_undefined``; `bridge` is the library's bridge."""
 
     class CTCBridgeOp(lib.Op):
         __props__ = ("key", "compute_grad")
@@ -69,7 +65,7 @@ def make_op_class(lib: SimpleNamespace):
         def perform(self, node, inputs, output_storage, *params):
             x, *aux = inputs
             losses, grad = run(_call(self.key), x, *aux, want_grad=self.compute_grad,
-                               framework=lib.name)
+                               bridge=bridge)
             dtype = node.outputs[0].dtype
             output_storage[0][0] = np.asarray(losses, dtype=dtype)
             if self.compute_grad:
@@ -91,14 +87,7 @@ def make_op_class(lib: SimpleNamespace):
                 raise CTCGradientError(
                     "this CTC Op was built with compute_grad=False and has no gradient "
                     "(Theano asserts the same); use compute_grad=True")
-            grad, g = outputs[1], output_grads[0]
-            axis = _call(self.key).batch_axis
-            if axis is None:
-                scaled = grad * g.reshape(())
-            else:  # each sample's rows times its cost's output gradient
-                pattern = ["x"] * grad.ndim
-                pattern[axis] = 0
-                scaled = grad * g.dimshuffle(*pattern)
+            scaled = _scale_per_sample(outputs[1], output_grads[0], _call(self.key).batch_axis)
             return [scaled] + [lib.grad_undefined(self, i, inp, "labels and lengths are integers")
                                for i, inp in enumerate(inputs) if i > 0]
 
@@ -118,17 +107,23 @@ def no_grad_replacement(op_class, node, gradient_unused: bool):
     return [op_class(node.op.key, compute_grad=False)(*node.inputs), None]
 
 
-class GraphBridge:
+class GraphBridge(Bridge):
     """The bridge of a Theano-family library: symbolic inputs give a node of
-    the Op; the array operations are the library's tensor functions."""
+    the Op (with the gradient output unless the call says ``compute_grad=False``);
+    the array operations are the library's tensor functions."""
 
-    def __init__(self, name: str, tensor, op_class):
-        self.name = name
+    def __init__(self, lib: SimpleNamespace, tensor, function, grad):
+        self.name = lib.name
         self._t = tensor
-        self._op = op_class
+        self._function = function
+        self._grad = grad
+        self.op_class = self._op = make_op_class(lib, self)
 
-    def ctc(self, call: CTCCall, activations, aux, compute_grad: bool = True):
-        return self._op(call.key, compute_grad)(activations, *aux)
+    def ctc(self, call: CTCCall, activations, aux):
+        return self._op(call.key, call.compute_grad)(activations, *aux)
+
+    def scale_per_sample(self, grad, g, batch_axis):
+        return _scale_per_sample(grad, g, batch_axis)
 
     def asarray(self, x, like=None):
         return self._t.as_tensor_variable(x)
@@ -151,15 +146,14 @@ class GraphBridge:
     def reshape(self, x, shape):
         return x.reshape(shape)
 
-
-def grad_of_sum(lib_function, lib_grad, tensor, fn, x, arrays, statics, order):
-    """Conformance runner shared by the two bridges: a symbolic activations
-    input, the other arrays as constants, one compiled function giving the
-    losses and d sum / d x (FAST_COMPILE: no C compilation per case)."""
-    xs = tensor.tensor3(dtype=str(x.dtype))
-    conv = {k: tensor.as_tensor_variable(v) for k, v in arrays.items()}
-    out = fn(**order(fn, xs, conv), **statics)
-    grad = lib_grad(out.sum(), xs)
-    f = lib_function([xs], [out, grad], mode="FAST_COMPILE")
-    loss, g = f(x)
-    return np.asarray(loss), np.asarray(g)
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        # a symbolic activations input, the other arrays as constants, one compiled
+        # function giving the losses and d sum / d x (FAST_COMPILE: no C compilation
+        # per case)
+        xs = self._t.tensor3(dtype=str(x.dtype))
+        conv = {k: self._t.as_tensor_variable(v) for k, v in arrays.items()}
+        out = fn(**order(fn, xs, conv), **statics)
+        grad = self._grad(out.sum(), xs)
+        f = self._function([xs], [out, grad], mode="FAST_COMPILE")
+        loss, g = f(x)
+        return np.asarray(loss), np.asarray(g)

@@ -3,11 +3,13 @@
 This is what ``ctcbridge conform`` runs:
 
 * :func:`check_engine`: the canonical engine API in float32 and float64;
-* :func:`check_signature`: one signature row (``ctcbridge._signature_rows``),
+* :func:`check_signature`: one signature row (``ctcbridge.conform.rows``),
   ours or the framework's native, on one framework's arrays;
 * :func:`check_impl`: a user's own function written in one signature's
   convention, with a description of where it differs;
 * :func:`run_matrix`: every row on every framework installed here.
+
+The divergence file and its renderings are :mod:`ctcbridge.conform.divergences`.
 
 A case is converted into a row's conventions by the row's ``prepare`` (with
 the reference's values converted the same way); the worst relative loss
@@ -26,7 +28,9 @@ from typing import Callable
 
 import numpy as np
 
-from .canonical import ctc_loss_and_grad
+from .._bridges import FRAMEWORKS, bridge_named
+from ..canonical import ctc_loss_and_grad
+from ..errors import CTCValueError
 from .corpus import Case
 
 # Worst errors allowed, (loss relative, gradient absolute), per dtype.  float32
@@ -36,8 +40,8 @@ TOLERANCES = {
     "float32": (2e-5, 2e-4),
 }
 
-# The array frameworks with a bridge module ctcbridge._arrays.<name>, in matrix order.
-ARRAY_FRAMEWORKS = ("torch", "jax", "tensorflow", "mxnet", "chainer", "pytensor", "theano")
+# The array frameworks with a bridge module ctcbridge._bridges.<name>, in matrix order.
+ARRAY_FRAMEWORKS = FRAMEWORKS
 
 # How many differing samples / an exception's text a report shows.
 _MAX_SAMPLES = 4
@@ -77,11 +81,6 @@ def _grad_error(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(_errors(ours, ref, False).max(initial=0.0))
 
 
-def reference_result(case: Case) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 reference's (losses, grad) for a case (stored ones when shipped)."""
-    return case.reference()
-
-
 def check_engine(case: Case, dtype: str, ref=None) -> Result:
     """The canonical engine API on `case` in `dtype` against the reference."""
     ref_loss, ref_grad = ref if ref is not None else case.reference()
@@ -97,7 +96,7 @@ def installed_frameworks() -> list[str]:
     from importlib.util import find_spec
 
     return ["numpy"] + [fw for fw in ARRAY_FRAMEWORKS
-                        if find_spec(fw) is not None and find_spec(f"ctcbridge._arrays.{fw}")]
+                        if find_spec(fw) is not None and find_spec(f"ctcbridge._bridges.{fw}")]
 
 
 def _prepared(row, case: Case, cache: dict | None):
@@ -165,7 +164,7 @@ def _failure(case: Case, label: str, exc: BaseException) -> Result:
 
 def available_memory() -> float:
     """Bytes available to a new allocation (Linux's MemAvailable; inf where unknown)."""
-    from .canonical import _available_memory
+    from .._compute import _available_memory
 
     free = _available_memory()
     return float("inf") if free is None else float(free)
@@ -201,18 +200,15 @@ def rows_by_name() -> dict:
     """Every signature row by its name (``torch.ctc_loss``), by its native's dotted
     path (``torch.nn.functional.ctc_loss``) and by the name ``ctcbridge explain``
     gives it (``torch``)."""
-    from ._signature_rows import ROWS
-    from .conventions import CONVENTIONS, dotted_name
+    from .rows import ROWS
 
     names = {}
     for row in ROWS:
         names.setdefault(row.name, row)
         if row.native:
             names.setdefault(row.native.replace(":", "."), row)
-    by_row = {row.name: row for row in ROWS}
-    for short, conv in CONVENTIONS.items():
-        if dotted_name(conv) in by_row:
-            names.setdefault(short, by_row[dotted_name(conv)])
+    for row in ROWS:
+        names.setdefault(row.convention.name, row)
     return names
 
 
@@ -220,9 +216,9 @@ def find_convention(name: str):
     """The signature row called `name`; a ValueError listing the names otherwise."""
     rows = rows_by_name()
     if name not in rows:
-        from ._signature_rows import ROWS
+        from .rows import ROWS
 
-        raise ValueError(f"unknown convention {name!r}; the conventions are: "
+        raise CTCValueError(f"unknown convention {name!r}; the conventions are: "
                          + ", ".join(r.name for r in ROWS))
     return rows[name]
 
@@ -231,7 +227,7 @@ def load_impl(spec: str) -> Callable:
     """The function named by ``module:function`` (dotted attributes allowed) or
     ``path/to/file.py:function``; the current directory is importable."""
     if ":" not in spec:
-        raise ValueError(f"--impl wants module:function or file.py:function, got {spec!r}")
+        raise CTCValueError(f"--impl wants module:function or file.py:function, got {spec!r}")
     target, attr = spec.rsplit(":", 1)
     if target.endswith(".py"):
         from importlib.util import module_from_spec, spec_from_file_location
@@ -240,7 +236,7 @@ def load_impl(spec: str) -> Callable:
         path = Path(target).resolve()
         mod_spec = spec_from_file_location(path.stem, path)
         if mod_spec is None or not path.is_file():
-            raise ValueError(f"no Python file {target}")
+            raise CTCValueError(f"no Python file {target}")
         module = module_from_spec(mod_spec)
         sys.modules.setdefault(path.stem, module)
         mod_spec.loader.exec_module(module)
@@ -252,50 +248,18 @@ def load_impl(spec: str) -> Callable:
     for part in attr.split("."):
         fn = getattr(fn, part)
     if not callable(fn):
-        raise ValueError(f"{spec} is not callable")
+        raise CTCValueError(f"{spec} is not callable")
     return fn
 
 
 def _moved(fw: str, device: str):
     """(to_device, back) for one framework's arrays, or None when `device` is unset."""
-    if not device:
-        return None
-    if fw == "torch":
-        import torch
-
-        return (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v,
-                lambda out: out.cpu())
-    if fw == "jax":
-        import jax
-
-        dev = jax.devices(device)[0]
-        return (lambda v: jax.device_put(v, dev) if isinstance(v, jax.Array) else v,
-                lambda out: jax.device_put(out, jax.devices("cpu")[0]))
-    raise ValueError(f"--device is supported for torch and jax arrays, not {fw}")
+    return bridge_named(fw).device_moves(device) if device else None
 
 
 # Conventions whose activations are log-probabilities (time-major, like the corpus):
 # --through-log-softmax applies to them.
 LOG_PROB_CONVENTIONS = ("torch.ctc_loss",)
-
-
-def _log_softmax_of(fw: str) -> Callable:
-    """log_softmax over the last axis, in framework `fw` (differentiable there)."""
-    if fw == "torch":
-        return lambda x: x.log_softmax(-1)
-    if fw == "jax":
-        import jax
-
-        return lambda x: jax.nn.log_softmax(x, axis=-1)
-    if fw == "tensorflow":
-        import tensorflow as tf
-
-        return lambda x: tf.nn.log_softmax(x, axis=-1)
-    if fw == "numpy":
-        from .reference import _log_softmax
-
-        return _log_softmax
-    raise ValueError(f"--through-log-softmax supports numpy, torch, jax and tensorflow, not {fw}")
 
 
 def _through_log_softmax(row, case: Case, prep, cache: dict | None):
@@ -305,7 +269,7 @@ def _through_log_softmax(row, case: Case, prep, cache: dict | None):
     from dataclasses import replace
 
     if row.name not in LOG_PROB_CONVENTIONS:
-        raise ValueError(f"--through-log-softmax is for the log-probability conventions "
+        raise CTCValueError(f"--through-log-softmax is for the log-probability conventions "
                          f"({', '.join(LOG_PROB_CONVENTIONS)}), not {row.name}")
     key = ("through-log-softmax", row.name, case.name)
     if cache is not None and key in cache:
@@ -313,7 +277,7 @@ def _through_log_softmax(row, case: Case, prep, cache: dict | None):
     if case.inputs == "logits":
         loss, grad = case.reference()
     else:  # log-probabilities are logits too (log_softmax is idempotent)
-        from . import reference
+        from .. import reference
 
         with np.errstate(all="ignore"):
             loss, grad = reference.ctc_loss_and_grad(
@@ -332,17 +296,14 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
     positional order (so ``autograd.Function.apply`` and C extensions work) and, with
     `device`, moving the framework's arrays there and the losses back.  With
     `through_log_softmax` the activations it is given are log_softmax(x)."""
-    ours = getattr(importlib.import_module(row.module), row.function)
+    ours = row.ours()
     try:
         sig = inspect.signature(ours)
     except (TypeError, ValueError):
         sig = None
     move = _moved(fw, device)
-    pre = _log_softmax_of(fw) if through_log_softmax else None
-    if pre is not None:
-        from ._signature_rows import _X_NAMES
-
-        x_name = next(p for p in sig.parameters if p in _X_NAMES)
+    pre = bridge_named(fw).log_softmax if through_log_softmax else None
+    x_name = row.activations
 
     def call(**kwargs):
         if move is not None:
@@ -360,7 +321,7 @@ def as_convention(fn: Callable, row, fw: str = "numpy", device: str = "",
         return out if move is None else move[1](out)
 
     if sig is not None:
-        call.__signature__ = sig  # what run_on reads to name the activations
+        call.__signature__ = sig  # it looks like ours to inspect and help()
     call.__name__ = getattr(fn, "__name__", "impl")
     return call
 
@@ -370,7 +331,7 @@ def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
     """A user's `fn` in `row`'s convention on `fw` arrays against the reference; None
     when the convention does not accept the case.  `through_log_softmax`: feed it
     log_softmax(logits) and compare the gradient w.r.t. the logits."""
-    from ._signature_rows import run_on
+    from .rows import run_on
 
     if not row.applicable(case):
         return None
@@ -385,7 +346,7 @@ def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
     label = f"{getattr(fn, '__name__', 'impl')} as {row.name} [{fw}]"
     try:
         call = as_convention(fn, row, fw, device, through_log_softmax)
-        loss, grad = run_on(fw, call, prep, row.flatten)
+        loss, grad = run_on(fw, call, prep, row.flatten, row.activations)
     except Exception as exc:
         return _failure(case, label, exc)
     return _compare(row, case, prep, loss, grad, label)
@@ -434,97 +395,3 @@ def run_matrix(cases: list[Case], rows, frameworks: list[str], native: bool = Fa
         matrix.append(dict(signature=("native " if is_native else "") + row.name,
                            native=is_native, cells=cells))
     return matrix
-
-
-# --------------------------------------------------------------------------
-# the divergence file
-# --------------------------------------------------------------------------
-
-DOCS_BEGIN = "<!-- divergences: generated by ctcbridge.conformance.divergences_markdown() -->"
-DOCS_END = "<!-- end of divergences -->"
-
-
-def load_divergences() -> dict:
-    """ctcbridge/divergences.json as shipped with the package."""
-    import json
-    from importlib.resources import files
-
-    return json.loads((files("ctcbridge") / "divergences.json").read_text())
-
-
-def _names(signature: str, token: str) -> bool:
-    """Whether one signature of a divergence entry names the row `signature`: exactly,
-    with a qualifier (``tensorflow.ctc_loss (dense)``), or as a module (``keras``)."""
-    token = token.split(" (")[0].strip()
-    return signature == token or signature.startswith(token + ".")
-
-
-def _by_signature(signature: str | None = None) -> dict:
-    groups: dict = {}
-    for entry in load_divergences()["divergences"]:
-        # an entry may name several signatures ("mxnet.ctc_loss, gluon.CTCLoss")
-        if signature is None or any(_names(signature, s) for s in entry["signature"].split(",")):
-            groups.setdefault(entry["signature"], []).append(entry)
-    return groups
-
-
-def divergence_ids(signature: str) -> list:
-    """The ids of the divergences recorded for one signature."""
-    return [e["id"] for entries in _by_signature(signature).values() for e in entries]
-
-
-_LABELS = (("case", "case"), ("native", "native"), ("ours", "ours"), ("reason", "reason"),
-           ("test", "kept true by"))
-
-
-def divergences_text(signature: str | None = None, width: int = 100) -> str:
-    """The divergence file for a terminal, grouped by signature."""
-    import textwrap
-
-    lines = []
-    for sig, entries in _by_signature(signature).items():
-        lines.append(sig)
-        for e in entries:
-            lines.append(f"  {e['id']}")
-            for key, label in _LABELS:
-                lines.extend(textwrap.wrap(e[key], width, initial_indent=f"    {label + ':':<14}",
-                                           subsequent_indent=" " * 18))
-        lines.append("")
-    return "\n".join(lines) if lines else "no divergences recorded\n"
-
-
-def divergences_markdown() -> str:
-    """The divergence file as the Markdown section of docs/conformance.md."""
-    data = load_divergences()
-    out = [DOCS_BEGIN, "", f"{len(data['divergences'])} divergences (file version "
-           f"{data['version']}). {data['description']}", ""]
-    for sig, entries in _by_signature().items():
-        out += [f"### `{sig}`", ""]
-        for e in entries:
-            out.append(f"- **{e['id']}**: {e['case'].rstrip('.')}.")
-            for key, label in _LABELS[1:]:
-                value = f"`{e[key]}`" if key == "test" else e[key]
-                out.append(f"  - *{label}*: {value}")
-        out.append("")
-    out.append(DOCS_END)
-    return "\n".join(out) + "\n"
-
-
-def update_docs(path) -> bool:
-    """Rewrite the generated divergence section of a Markdown file; True if it changed."""
-    from pathlib import Path
-
-    path = Path(path)
-    text = path.read_text()
-    head, rest = text.split(DOCS_BEGIN, 1)
-    _, tail = rest.split(DOCS_END, 1)
-    new = head + divergences_markdown().rstrip("\n") + tail
-    if new != text:
-        path.write_text(new)
-    return new != text
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # python -m ctcbridge.conformance docs/conformance.md: refresh its divergence section
-    for arg in sys.argv[1:]:
-        print(f"{arg}: {'updated' if update_docs(arg) else 'up to date'}")

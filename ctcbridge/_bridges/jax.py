@@ -3,8 +3,9 @@
 With concrete arrays the engine runs directly (errors keep their types).
 Under tracing (``jax.jit``, ``grad``, ``vmap``) there are two routes:
 
-- the custom call: a signature whose call carries a ``jax_prepare`` (its
-  numpy ``prepare`` written with jnp ops, see :class:`Traced`) runs the
+- the custom call: a signature whose call carries a ``traced["jax"]`` (its
+  numpy ``prepare`` written with jnp ops, returning a
+  :class:`~ctcbridge._contract.Traced`) runs the
   engine as an XLA FFI custom call (``ctcb_xla_ffi_ctc_loss`` in the engine
   library, registered with ``jax.ffi``), on CPU, for float32/float64: a
   jitted program calls C directly, with no Python per call.  Inputs the jnp
@@ -19,41 +20,23 @@ Under tracing (``jax.jit``, ``grad``, ``vmap``) there are two routes:
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _engine as _lib, _threads, canonical
-from .call import CTCCall, run
+from .. import _compute, _engine as _lib, _threads
+from .._options import EngineOptions
+from .._contract import CTCCall, run, shape_of
+from .._numerics import logsumexp
+from .base import Bridge
 
 
 def _is_concrete(*arrays) -> bool:
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
-
-
-@dataclass
-class Traced:
-    """A signature's ``prepare`` done with jnp ops on traced arrays (``jax_prepare``).
-
-    The canonical engine call (padded ``labels`` (N, S), ``input_lengths`` and
-    ``label_lengths`` (N,), integer arrays; ``options`` as for
-    ``canonical.compute``: blank, layout, inputs, infeasible, log_zero...),
-    ``grad_back`` mapping the engine's gradient to the activations' layout,
-    and ``needs_numpy(losses)``: a boolean scalar, true where the numpy path
-    must decide instead (it raises the errors, or applies a ``post``)."""
-
-    activations: Any
-    labels: Any
-    input_lengths: Any
-    label_lengths: Any
-    options: dict
-    grad_back: Callable | None = None
-    needs_numpy: Callable | None = None
 
 
 _FFI_TARGET = "ctcbridge_ctc_loss"
@@ -95,23 +78,15 @@ def _ffi_registered() -> bool:
 
 
 def _ffi_options(options: dict) -> dict:
-    """canonical.compute's options -> the custom call's attributes."""
-    o = dict(blank=0, layout="TNC", inputs="logits", infeasible="inf", log_zero=-1e10,
-             merge_repeated=True, warp_blank_labels=False, log_space=False, num_threads=0)
-    o.update(options)
-    flags = ((0 if o["merge_repeated"] else _lib.FLAG_NO_MERGE_REPEATED)
-             | (_lib.FLAG_WARP_BLANK_LABELS if o["warp_blank_labels"] else 0)
-             | (_lib.FLAG_LOG_SPACE if o["log_space"] else 0))
-    return dict(blank=np.int64(o["blank"]), layout=np.int64(canonical.LAYOUTS.index(o["layout"])),
-                input_kind=np.int64(canonical.INPUT_KINDS[o["inputs"]]),
-                infeasible=np.int64(canonical.INFEASIBLE[o["infeasible"]]),
-                flags=np.int64(flags), num_threads=np.int64(o["num_threads"]),
-                log_zero=np.float64(o["log_zero"]))
+    """_compute.compute's options -> the custom call's attributes (int64 and a
+    float64 ``log_zero``: the types the handler declares)."""
+    attrs = EngineOptions.of(options).attributes()
+    return {k: np.float64(v) if k == "log_zero" else np.int64(v) for k, v in attrs.items()}
 
 
 def _custom_call(call: CTCCall, x, aux, want_grad: bool):
     """The engine as an XLA custom call, or None where that route does not apply."""
-    prepare = call.jax_prepare
+    prepare = call.traced.get("jax")
     if prepare is None or x.dtype not in _FFI_DTYPES or not _ffi_registered():
         return None
     t = prepare(x, *aux)
@@ -125,13 +100,13 @@ def _custom_call(call: CTCCall, x, aux, want_grad: bool):
     ints = [jnp.asarray(a).astype(jnp.int32) for a in (t.labels, t.input_lengths,
                                                        t.label_lengths)]
     # read when the program is traced: a compiled program keeps its thread count
-    attrs = _ffi_options({"num_threads": _threads.get_num_threads("jax"), **t.options})
+    attrs = _ffi_options({"num_threads": BRIDGE.num_threads(), **t.options})
     # XLA allocates the gradient of this route: refuse, while tracing, a call that
     # cannot fit (the numpy path checks the same before allocating)
     T, N, C = (acts.shape if t.options.get("layout", "TNC") == "TNC"
                else (acts.shape[1], acts.shape[0], acts.shape[2]))
-    canonical.check_memory(T, t.labels.shape[1], T, N, C, int(attrs["num_threads"]), want_grad,
-                           acts.dtype.itemsize)
+    _compute.check_memory(T, t.labels.shape[1], T, N, C, int(attrs["num_threads"]), want_grad,
+                          acts.dtype.itemsize)
 
     def on_cpu():
         res = jax.ffi.ffi_call(_FFI_TARGET, outs, vmap_method="sequential")(acts, *ints, **attrs)
@@ -154,7 +129,7 @@ def _engine(call: CTCCall, x, aux, want_grad: bool):
     dtype = x.dtype
     if _is_concrete(x, *aux):
         losses, grad = run(call, np.asarray(x), *[np.asarray(a) for a in aux],
-                           want_grad=want_grad, framework="jax")
+                           want_grad=want_grad, bridge=BRIDGE)
         return jnp.asarray(losses, dtype), (jnp.asarray(grad, dtype) if want_grad else None)
     done = _custom_call(call, x, aux, want_grad)
     losses, grad = done if done is not None else _callback(call, x, aux, want_grad)
@@ -186,7 +161,7 @@ def _callback(call: CTCCall, x, aux, want_grad: bool):
 
     def callback(xv, *av):
         losses, grad = run(call, np.asarray(xv), *[np.asarray(a) for a in av],
-                           want_grad=want_grad, framework="jax")
+                           want_grad=want_grad, bridge=BRIDGE)
         losses = np.asarray(losses, dtype)
         return (losses, np.asarray(grad, dtype)) if want_grad else losses
 
@@ -210,13 +185,7 @@ def _ctc_fwd(call, x, *aux):
 
 def _ctc_bwd(call, residuals, g):
     grad, aux = residuals
-    if call.batch_axis is None:
-        scaled = grad * g.reshape(())
-    else:
-        shape = [1] * grad.ndim
-        shape[call.batch_axis] = -1
-        scaled = grad * g.reshape(shape).astype(grad.dtype)
-    return (scaled,) + tuple(None for _ in aux)
+    return (BRIDGE.scale_per_sample(grad, g, call.batch_axis),) + tuple(None for _ in aux)
 
 
 _ctc.defvjp(_ctc_fwd, _ctc_bwd)
@@ -232,22 +201,39 @@ def _compiled(call: CTCCall):
     the custom call's jnp preparation op by op; inside ``jit`` it compiles
     once, and under an enclosing ``jit`` it is simply inlined."""
     # repr: a NaN static must still find its entry; the thread count is traced in
-    key = (repr(call.key), _threads.get_num_threads("jax"))
+    key = (repr(call.key), BRIDGE.num_threads())
     fn = _jitted.get(key)
     if fn is None:
         fn = _jitted[key] = jax.jit(partial(_ctc, call))
     return fn
 
 
-class JaxBridge:
+@lru_cache(maxsize=None)  # XLA's flags and devices are fixed once its backend is up
+def _default_threads() -> int:
+    # XLA has no public intra-op setting: its CPU pool spans every core (one thread
+    # without eigen's multithreading), shared by the local devices
+    if "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", ""):
+        return 1
+    return max(1, _threads.available_cores() // jax.local_device_count())
+
+
+class JaxBridge(Bridge):
     name = "jax"
+    converts = True
 
     def ctc(self, call: CTCCall, activations, aux):
         x = jnp.asarray(activations)
         aux = [jnp.asarray(a) for a in aux]
         if _is_concrete(x, *aux) or not call.key:  # concrete: numpy path, errors keep types
-            return _ctc(call, x, *aux)
-        return _compiled(call)(x, *aux)
+            losses = _ctc(call, x, *aux)
+        else:
+            losses = _compiled(call)(x, *aux)
+        if call.at_least_default_float:  # e.g. optax: float64 under JAX_ENABLE_X64
+            losses = losses.astype(jnp.promote_types(losses.dtype, jnp.result_type(float)))
+        return losses
+
+    def default_threads(self) -> int:
+        return _default_threads()
 
     def asarray(self, x, like=None):
         return jnp.asarray(x)
@@ -270,14 +256,50 @@ class JaxBridge:
     def stack(self, arrays, axis):
         return jnp.stack([jnp.asarray(a) for a in arrays], axis)
 
+    def convert_asarray(self, x):
+        return x
+
+    def transpose(self, x, axes):
+        return jnp.transpose(x, axes)
+
+    def take_classes(self, x, index):
+        return x[..., jnp.asarray(index)]
+
+    def log(self, x):
+        return jnp.log(x)
+
+    def class_log_softmax(self, x):
+        return x - logsumexp(x, keepdims=True, xp=jnp)
+
+    def class_softmax(self, x):
+        return jnp.exp(x - logsumexp(x, keepdims=True, xp=jnp))
+
+    def unstack(self, x):
+        return [x[t] for t in range(x.shape[0])]
+
+    def grad_of_sum(self, fn, x, arrays, statics, order):
+        conv = {k: jnp.asarray(v) for k, v in arrays.items()}
+        f = lambda z: fn(**order(fn, z, conv), **statics)  # noqa: E731
+        out = f(jnp.asarray(x))
+        grad = jax.grad(lambda z: f(z).sum())(jnp.asarray(x))
+        return np.asarray(out), np.asarray(grad)
+
+    def device_moves(self, device):
+        dev = jax.devices(device)[0]
+        return (lambda v: jax.device_put(v, dev) if isinstance(v, jax.Array) else v,
+                lambda out: jax.device_put(out, jax.devices("cpu")[0]))
+
+    def log_softmax(self, x):
+        return jax.nn.log_softmax(x, axis=-1)
+
+    def call_with_frames(self, fn, x, **kwargs):
+        # split and reshape, whose gradient is one concatenation: jax.grad through T
+        # indexings x[i] costs O(T^2) (minutes for T = 2048); and under one jit, as
+        # eager jax compiles the T-way split and the adapter's T-way stack op by op
+        # (about a minute for T = 2048, ~4 s jitted)
+        T = shape_of(x)[0]
+        return jax.jit(lambda z: fn(x=[f.reshape(f.shape[1:]) for f in jnp.split(z, T)],
+                                    **kwargs))(x)
+
 
 BRIDGE = JaxBridge()
-
-
-def grad_of_sum(fn, x, arrays, statics, order):
-    """Conformance runner (see ``_signature_rows.run_on``): losses and d sum / d x."""
-    conv = {k: jnp.asarray(v) for k, v in arrays.items()}
-    f = lambda z: fn(**order(fn, z, conv), **statics)  # noqa: E731
-    out = f(jnp.asarray(x))
-    grad = jax.grad(lambda z: f(z).sum())(jnp.asarray(x))
-    return np.asarray(out), np.asarray(grad)

@@ -10,7 +10,7 @@ adds the reference results; :func:`save` writes them as one ``.npz`` file and
 :func:`load` reads it back.  The package ships the generated file
 (``ctcbridge/data/corpus-v{CORPUS_VERSION}.npz``), which ``ctcbridge
 conform`` runs without recomputing the reference; only the ``corpus`` nox
-session rewrites it (``python -m ctcbridge.corpus --write``), and
+session rewrites it (``python -m ctcbridge.conform.corpus --write``), and
 ``tests/test_corpus.py`` fails when the shipped file, the generator and the
 reference disagree.  Changing the cases means bumping :data:`CORPUS_VERSION`.
 
@@ -44,10 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .._numerics import log_softmax, required_frames
+from ..errors import CTCValueError
+
 # Bump when the cases change (names, seeds, shapes): the file name carries it.
 CORPUS_VERSION = 1
 FORMAT = "ctcbridge-corpus"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def corpus_path(version: int = CORPUS_VERSION) -> Path:
@@ -88,23 +91,12 @@ class Case:
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The float64 reference's (losses, grad): stored ones, else computed."""
         if self.ref_loss is None or self.ref_grad is None:
-            from . import reference
+            from .. import reference
 
             with np.errstate(all="ignore"):  # NaN/inf inputs are cases, not accidents
                 self.ref_loss, self.ref_grad = reference.ctc_loss_and_grad(
                     self.activations, self.labels, **self.kwargs())
         return self.ref_loss, self.ref_grad
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def required_frames(label: np.ndarray) -> int:
-    """Frames the shortest alignment needs: L plus one per repeat."""
-    label = np.asarray(label)
-    return int(label.size + np.count_nonzero(label[1:] == label[:-1]))
 
 
 def random_case(
@@ -160,7 +152,7 @@ def random_case(
         label_lengths[n] = seq.size
     x = rng.standard_normal((T, N, C)) * scale
     if inputs == "log_probs":
-        x = _log_softmax(x)
+        x = log_softmax(x)
     return Case(name, x, labels, input_lengths.astype(np.int64), label_lengths, blank, inputs,
                 tags)
 
@@ -308,7 +300,7 @@ def generate() -> list[Case]:
 
 def save(cases: list[Case], path, version: int = CORPUS_VERSION) -> None:
     """Write `cases` (with their reference results) in the corpus schema."""
-    meta = dict(generator="ctcbridge.corpus.builtin_cases", reference="ctcbridge.reference "
+    meta = dict(generator="ctcbridge.conform.corpus.builtin_cases", reference="ctcbridge.reference "
                 "(float64 numpy)", numpy=np.__version__)
     out = dict(format=np.array(FORMAT), version=np.array(version, dtype=np.int64),
                meta=np.array(json.dumps(meta)), names=np.array([c.name for c in cases]))
@@ -329,7 +321,7 @@ def load(path=None) -> list[Case]:
     path = corpus_path() if path is None else path
     with np.load(path, allow_pickle=False) as data:
         if "format" not in data or str(data["format"]) != FORMAT:
-            raise ValueError(f"{path} is not a ctcbridge corpus (no format = {FORMAT!r})")
+            raise CTCValueError(f"{path} is not a ctcbridge corpus (no format = {FORMAT!r})")
         cases = []
         for name in data["names"].tolist():
             f = {k: data[f"{name}/{k}"] for k in (
@@ -350,11 +342,11 @@ def corpus_version(path=None) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m ctcbridge.corpus --write [PATH]``: regenerate the shipped corpus
+    """``python -m ctcbridge.conform.corpus --write [PATH]``: regenerate the shipped corpus
     (what ``nox -s corpus`` runs)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ctcbridge.corpus",
+    parser = argparse.ArgumentParser(prog="python -m ctcbridge.conform.corpus",
                                      description=main.__doc__.splitlines()[0])
     parser.add_argument("--write", nargs="?", const=str(corpus_path()), metavar="PATH",
                         required=True, help=f"output file (default {corpus_path()})")

@@ -1,0 +1,1 @@
+"""``ctcbridge conform``: the corpus, the signatures as rows, and the comparisons."""
