@@ -200,8 +200,8 @@ def default_options() -> Options:
     return opts
 
 
+# (ERR_NULL_POINTER is ctcbridge's own bug, never the user's: EngineError in check())
 _VALUE_ERRORS = {
-    ERR_NULL_POINTER,
     ERR_INVALID_SIZE,
     ERR_INVALID_BLANK,
     ERR_INVALID_LABEL,
