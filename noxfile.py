@@ -204,7 +204,7 @@ def jax(session: nox.Session) -> None:
 def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
     _install(session, "tensorflow-cpu")
-    _pytest(session, "tests/frameworks/test_tensorflow.py")
+    _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
 

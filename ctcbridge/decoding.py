@@ -379,3 +379,36 @@ def decode_beam(
     scores = inp.floats(inp.N, top_paths)
     inp.run("ctcb_decode_beam", _p64(seqs), _p64(lengths), scores.ctypes.data)
     return Decoded(seqs, lengths, inp.result(scores))
+
+
+# ------------------------------------------------- for the signature modules
+
+
+def as_numpy(x: Any, name: str) -> np.ndarray:
+    """A framework's array (torch, TF, JAX... any device) or a Python value as numpy,
+    for the decoders, which need no gradient: a torch tensor is detached and
+    moved to the host, the others go through ``np.asarray``."""
+    if type(x).__module__.split(".", 1)[0] == "torch":
+        return x.detach().cpu().numpy()
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # TF eager tensors
+        return np.asarray(x.numpy())
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise CTCValueError(f"{name} could not be read as an array: {exc}") from None
+
+
+def collapse_repeated(sequences: np.ndarray, lengths: np.ndarray, pad: int) -> tuple:
+    """``(sequences, lengths)`` with the runs of equal labels of each sequence
+    (the last axis, up to its length) merged: TF v1's ``merge_repeated`` applied
+    to beam search's prefixes after the search."""
+    seqs = np.full_like(sequences, pad)
+    out_len = np.zeros_like(lengths)
+    for idx in np.ndindex(*lengths.shape):
+        row = sequences[idx][: lengths[idx]]
+        keep = np.ones(row.size, dtype=bool)
+        keep[1:] = row[1:] != row[:-1]
+        kept = row[keep]
+        seqs[idx][: kept.size] = kept
+        out_len[idx] = kept.size
+    return seqs, out_len
