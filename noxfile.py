@@ -16,8 +16,8 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["ctests", "sanitize", "tests", "typecheck", "fuzz", "torch", "jax",
-                        "tensorflow", "cross", "mxnet", "pytensor", "theano", "chainer",
-                        "migration", "docs"]
+                        "tensorflow", "torchaudio", "cross", "mxnet", "pytensor", "theano",
+                        "chainer", "migration", "docs"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -207,6 +207,20 @@ def tensorflow(session: nox.Session) -> None:
     _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
+
+
+# torchaudio's PyPI wheels for x86_64 are CUDA builds linked against libtorch_cuda:
+# they load only beside a CUDA torch.  torchaudio 2.11 needs torch >= 2.11 (stable
+# ABI); torch 2.14.1 lies on this machine's disk, its CUDA libraries come from PyPI
+# (5.5 GB in the environment, about 3 minutes to install here).
+TORCHAUDIO = ("torch==2.14.1", "torchaudio==2.11.1")
+
+
+@_session()
+def torchaudio(session: nox.Session) -> None:
+    """ctcbridge.torchaudio against torchaudio.functional.forced_align and merge_tokens."""
+    _install(session, *TORCHAUDIO)
+    _pytest(session, "tests/frameworks/test_torchaudio.py")
 
 
 @_session()
