@@ -314,7 +314,7 @@ def docs(session: nox.Session) -> None:
     torch, tensorflow, jax or optax here; mxnet, chainer and theano ones in `migration`),
     the conventions table is probed against every adapter and `ctcbridge explain`'s code
     against every pair, then mkdocs builds the site with --strict (warnings are errors)."""
-    _install(session, TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2")
+    _install(session, TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2", "matplotlib")
     _pytest(session, "tests/test_docs.py", "tests/test_conventions.py", "tests/test_explain.py",
             "tests/test_convert.py", env=_docs_env(session))
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
