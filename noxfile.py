@@ -332,6 +332,13 @@ def corpus(session: nox.Session) -> None:
 
 
 @_session(default=False)
+def bench_decoding(session: nox.Session) -> None:
+    """Benchmark the aligner and the decoders against torchaudio and TF (prints a table)."""
+    session.install(".", *TORCHAUDIO, "tensorflow-cpu")
+    session.run("python", "benchmarks/bench_decoding.py", *session.posargs)
+
+
+@_session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark loss + gradient against torch and optax; writes docs/benchmarks.md."""
     session.install(".", TORCH, "jax", "optax", "tensorflow-cpu", "matplotlib")

@@ -19,8 +19,8 @@
   ("a", blank, "a" is returned as "a").
 
 The inputs may be any framework's arrays (they are read as numpy: decoding
-has no gradient); the results are TensorFlow's types, as the natives'.
-Eager only.  The beams can differ from TF's where TF's pruning ties or its
+has no gradient); the results are TensorFlow's types, as the natives'.  In a
+``tf.function`` the engine runs through ``tf.numpy_function``.  The beams can differ from TF's where TF's pruning ties or its
 unspecified order of equal totals decide (``docs/decoding.md``).
 """
 
@@ -46,17 +46,43 @@ def _inputs(inputs, sequence_length):
     return x, lengths
 
 
-def _sparse(sequences: np.ndarray, lengths: np.ndarray):
-    """The tf.SparseTensor of padded (B, T) sequences, dense shape (B, longest)."""
+def _components(seqs: np.ndarray, lens: np.ndarray, scores: np.ndarray, dtype) -> list:
+    """Per path k of (B, K, T) sequences the SparseTensor's indices, values and dense
+    shape (B, longest), then the scores in ``dtype``: the decoders' outputs as arrays."""
+    out = []
+    for k in range(seqs.shape[1]):
+        rows, cols = np.nonzero(np.arange(seqs.shape[2])[None, :] < lens[:, k, None])
+        width = int(lens[:, k].max()) if lens.size else 0
+        out += [np.stack([rows, cols], axis=1).astype(np.int64).reshape(-1, 2),
+                seqs[rows, k, cols].astype(np.int64), np.array([seqs.shape[0], width], np.int64)]
+    return out + [scores.astype(dtype)]
+
+
+def _run(decode, inputs, sequence_length, paths: int):
+    """``(decoded SparseTensors, scores)`` of ``decode(x, lengths) -> (sequences (B, K, T),
+    lengths (B, K), scores)`` on numpy; in a graph (tf.function) through
+    ``tf.numpy_function``, as TF's own decoders run there too."""
     import tensorflow as tf
 
-    batch = sequences.shape[0]
-    rows, cols = np.nonzero(np.arange(sequences.shape[1])[None, :] < lengths[:, None])
-    indices = np.stack([rows, cols], axis=1).astype(np.int64).reshape(-1, 2)
-    width = int(lengths.max()) if lengths.size else 0
-    return tf.SparseTensor(tf.constant(indices, tf.int64),
-                           tf.constant(sequences[rows, cols].astype(np.int64), tf.int64),
-                           tf.constant([batch, width], tf.int64))
+    def numpy_call(x, lengths):
+        x, lengths = _inputs(x, lengths)
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+        return _components(*decode(x, lengths), dtype)
+
+    if tf.executing_eagerly():
+        parts = [tf.constant(p) for p in numpy_call(inputs, sequence_length)]
+    else:
+        inputs = tf.convert_to_tensor(inputs)
+        dtype = inputs.dtype if inputs.dtype in (tf.float32, tf.float64) else tf.float32
+        parts = tf.numpy_function(numpy_call, [inputs, sequence_length],
+                                  [tf.int64] * (3 * paths) + [dtype], stateful=False)
+        for k in range(paths):
+            parts[3 * k].set_shape([None, 2])
+            parts[3 * k + 1].set_shape([None])
+            parts[3 * k + 2].set_shape([2])
+        parts[-1].set_shape([inputs.shape[1], None])
+    decoded = [tf.SparseTensor(*parts[3 * k: 3 * k + 3]) for k in range(paths)]
+    return decoded, parts[-1]
 
 
 def _greedy_numpy(x, lengths, merge_repeated: bool, blank: int):
@@ -89,26 +115,20 @@ def _beam_numpy(x, lengths, beam_width, top_paths, merge_repeated: bool, blank: 
 
 def ctc_greedy_decoder(inputs, sequence_length, merge_repeated=True, blank_index=None):
     """``tf.nn.ctc_greedy_decoder`` with ctcbridge's engine: ``([decoded], neg_sum_logits)``."""
-    import tensorflow as tf
 
-    x, lengths = _inputs(inputs, sequence_length)
-    C = x.shape[2]
-    blank = C - 1 if blank_index is None else int(blank_index)
-    if blank < 0:
-        blank += C
-    seqs, lens, scores = _greedy_numpy(x, lengths, bool(merge_repeated), blank)
-    return ([_sparse(seqs[:, 0], lens[:, 0])],
-            tf.constant(scores, dtype=tf.as_dtype(x.dtype)))
+    def decode(x, lengths):
+        C = x.shape[2]
+        blank = C - 1 if blank_index is None else int(blank_index)
+        return _greedy_numpy(x, lengths, bool(merge_repeated), blank + C if blank < 0 else blank)
+
+    return _run(decode, inputs, sequence_length, 1)
 
 
 def _beam(inputs, sequence_length, beam_width, top_paths, merge_repeated):
-    import tensorflow as tf
+    def decode(x, lengths):
+        return _beam_numpy(x, lengths, beam_width, top_paths, merge_repeated, x.shape[2] - 1)
 
-    x, lengths = _inputs(inputs, sequence_length)
-    seqs, lens, log_probs = _beam_numpy(x, lengths, beam_width, top_paths, merge_repeated,
-                                        x.shape[2] - 1)
-    decoded = [_sparse(seqs[:, k], lens[:, k]) for k in range(seqs.shape[1])]
-    return decoded, tf.constant(log_probs, dtype=tf.as_dtype(x.dtype))
+    return _run(decode, inputs, sequence_length, int(top_paths))
 
 
 def ctc_beam_search_decoder(inputs, sequence_length, beam_width=100, top_paths=1):

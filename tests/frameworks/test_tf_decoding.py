@@ -176,3 +176,23 @@ def test_keras_ctc_decode_bad_strategy():
     x, lengths = _case(0)
     with pytest.raises(ValueError, match="strategy"):
         ck.ctc_decode(x.transpose(1, 0, 2), lengths, strategy="prefix")
+
+
+def test_decoders_in_tf_function():
+    x, lengths = _wide_case(1)
+
+    @tf.function
+    def ours(x, lengths):
+        (g,), gs = ctf.ctc_greedy_decoder(x, lengths)
+        b, bs = ctf.ctc_beam_search_decoder(x, lengths, FULL_BEAM, 2)
+        return tf.sparse.to_dense(g), gs, tf.sparse.to_dense(b[1]), bs
+
+    @tf.function
+    def native(x, lengths):
+        (g,), gs = tf.nn.ctc_greedy_decoder(x, lengths)
+        b, bs = tf.nn.ctc_beam_search_decoder(x, lengths, FULL_BEAM, 2)
+        return tf.sparse.to_dense(g), gs, tf.sparse.to_dense(b[1]), bs
+
+    for got, want in zip(ours(tf.constant(x), lengths), native(tf.constant(x), lengths)):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
