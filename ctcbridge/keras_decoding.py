@@ -24,6 +24,7 @@ import numpy as np
 
 from ._bridges import bridge_for
 from .conventions import KERAS_EPSILON  # keras.backend.epsilon()
+from ._contract import as_int
 from .decoding import as_numpy
 from .errors import CTCValueError
 from .tensorflow_decoding import _beam_numpy, _greedy_numpy
@@ -55,9 +56,10 @@ def ctc_decode(inputs, sequence_lengths, strategy="greedy", beam_width=100, top_
         tnc = tnc.astype(np.float32)
     lengths = as_numpy(sequence_lengths, "sequence_lengths")
     C = x.shape[2]
-    blank = C - 1 if mask_index is None else int(mask_index)
-    if blank < 0:
-        blank += C
+    blank = C - 1 if mask_index is None else as_int(mask_index, "mask_index")
+    if not -C <= blank < C:
+        raise CTCValueError(f"mask_index = {mask_index} is outside [-{C}, {C}) (C = {C} classes)")
+    blank %= C
     if strategy == "greedy":
         seqs, lens, scores = _greedy_numpy(tnc, lengths, bool(merge_repeated), blank)
     elif strategy == "beam_search":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._contract import as_int
 from .decoding import as_numpy, collapse_repeated, decode_beam, decode_greedy
 from .errors import CTCValueError
 
@@ -118,8 +119,11 @@ def ctc_greedy_decoder(inputs, sequence_length, merge_repeated=True, blank_index
 
     def decode(x, lengths):
         C = x.shape[2]
-        blank = C - 1 if blank_index is None else int(blank_index)
-        return _greedy_numpy(x, lengths, bool(merge_repeated), blank + C if blank < 0 else blank)
+        blank = C - 1 if blank_index is None else as_int(blank_index, "blank_index")
+        if not -C <= blank < C:
+            raise CTCValueError(f"blank_index = {blank_index} is outside [-{C}, {C}) "
+                                f"(C = {C} classes)")
+        return _greedy_numpy(x, lengths, bool(merge_repeated), blank % C)
 
     return _run(decode, inputs, sequence_length, 1)
 

@@ -131,6 +131,10 @@ def test_beam_search_bad_arguments_are_ctc_errors():
         ctf.ctc_beam_search_decoder(x, lengths, beam_width=2, top_paths=3)
     with pytest.raises(ctcbridge.CTCValueError, match="input_lengths"):
         ctf.ctc_greedy_decoder(x, lengths + 100)
+    with pytest.raises(ctcbridge.CTCValueError, match="blank_index = 6"):
+        ctf.ctc_greedy_decoder(x, lengths, blank_index=6)
+    with pytest.raises(ctcbridge.CTCValueError, match="mask_index = -7"):
+        ck.ctc_decode(x.transpose(1, 0, 2), lengths, mask_index=-7)
 
 
 # ------------------------------------------------------------------- keras
