@@ -144,3 +144,26 @@ def test_first_call_in_a_fresh_process():
             "p, s = cta.forced_align(torch.randn(1, 9, 4).log_softmax(-1), torch.tensor([[1, 2]]));"
             "assert p.shape == (1, 9) and s.dtype == torch.float32")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the other decoders' signatures on torch arrays (no TF, no Keras installed here)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam_search"])
+def test_keras_ctc_decode_on_torch_arrays(strategy):
+    from ctcbridge import keras as ck
+
+    x = torch.randn(3, 9, 5, generator=torch.Generator().manual_seed(4))
+    lengths = torch.tensor([9, 4, 0], dtype=torch.int32)
+    decoded, scores = ck.ctc_decode(x, lengths, strategy=strategy, top_paths=1)
+    assert isinstance(decoded, torch.Tensor) and decoded.dtype == torch.int32
+    assert isinstance(scores, torch.Tensor) and scores.dtype == torch.float32
+    want, want_scores = ck.ctc_decode(x.numpy(), lengths.numpy(), strategy=strategy)
+    np.testing.assert_array_equal(decoded.numpy(), want)
+    np.testing.assert_array_equal(scores.numpy(), want_scores)
+    # the canonical decoder, read the same way: batch-major, blank 0
+    best = ctcbridge.decode_greedy(x.numpy(), lengths.numpy(), layout="NTC")
+    if strategy == "greedy":
+        for n in range(3):
+            np.testing.assert_array_equal(decoded[0, n, : best.lengths[n]].numpy(),
+                                          best.sequences[n, : best.lengths[n]])
