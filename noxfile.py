@@ -16,8 +16,8 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["ctests", "sanitize", "tests", "typecheck", "fuzz", "torch", "jax",
-                        "tensorflow", "cross", "mxnet", "pytensor", "theano", "chainer",
-                        "migration", "docs"]
+                        "tensorflow", "torchaudio", "cross", "mxnet", "pytensor", "theano",
+                        "chainer", "migration", "docs"]
 nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
 nox.options.error_on_missing_interpreters = True
 
@@ -204,9 +204,23 @@ def jax(session: nox.Session) -> None:
 def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras."""
     _install(session, "tensorflow-cpu")
-    _pytest(session, "tests/frameworks/test_tensorflow.py")
+    _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
+
+
+# torchaudio's PyPI wheels for x86_64 are CUDA builds linked against libtorch_cuda:
+# they load only beside a CUDA torch.  torchaudio 2.11 needs torch >= 2.11 (stable
+# ABI); torch 2.14.1 lies on this machine's disk, its CUDA libraries come from PyPI
+# (5.5 GB in the environment, about 3 minutes to install here).
+TORCHAUDIO = ("torch==2.14.1", "torchaudio==2.11.1")
+
+
+@_session()
+def torchaudio(session: nox.Session) -> None:
+    """ctcbridge.torchaudio against torchaudio.functional.forced_align and merge_tokens."""
+    _install(session, *TORCHAUDIO)
+    _pytest(session, "tests/frameworks/test_torchaudio.py")
 
 
 @_session()
@@ -300,7 +314,7 @@ def docs(session: nox.Session) -> None:
     torch, tensorflow, jax or optax here; mxnet, chainer and theano ones in `migration`),
     the conventions table is probed against every adapter and `ctcbridge explain`'s code
     against every pair, then mkdocs builds the site with --strict (warnings are errors)."""
-    _install(session, TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2")
+    _install(session, TORCH, "tensorflow-cpu", "jax", "optax", "mkdocs>=1.6,<2", "matplotlib")
     _pytest(session, "tests/test_docs.py", "tests/test_conventions.py", "tests/test_explain.py",
             "tests/test_convert.py", env=_docs_env(session))
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
@@ -315,6 +329,13 @@ def corpus(session: nox.Session) -> None:
     session.install("numpy")
     session.run("python", "-m", "ctcbridge.conform.corpus", "--write",
                 env={"PYTHONPATH": str(ROOT)})
+
+
+@_session(default=False)
+def bench_decoding(session: nox.Session) -> None:
+    """Benchmark the aligner and the decoders against torchaudio and TF (prints a table)."""
+    session.install(".", *TORCHAUDIO, "tensorflow-cpu")
+    session.run("python", "benchmarks/bench_decoding.py", *session.posargs)
 
 
 @_session(default=False)

@@ -18,6 +18,7 @@ from ._bridges import get_num_threads
 from ._threads import set_num_threads
 from ._version import __version__
 from .canonical import ctc_loss, ctc_loss_and_grad
+from .decoding import decode_beam, decode_greedy, forced_align, merge_tokens, posteriors
 from .errors import (
     CTCError,
     CTCTypeError,
@@ -39,6 +40,11 @@ __all__ = [
     "__version__",
     "ctc_loss",
     "ctc_loss_and_grad",
+    "forced_align",
+    "merge_tokens",
+    "posteriors",
+    "decode_greedy",
+    "decode_beam",
     "engine_version",
     "get_num_threads",
     "set_num_threads",

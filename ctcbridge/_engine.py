@@ -283,3 +283,115 @@ def call(problem: Problem, options: Options, cells: int = 0) -> None:
 
 __all__ = ["load", "call", "check", "companion", "engine_version", "workspace_bytes", "Options",
            "Problem"]
+
+
+# ------------------------------------------------------- alignment and decoding
+# The four functions of ctcb_decode.c (backends/include/ctcbridge.h, "alignment
+# and decoding"); their prototypes are declared on first use, so that a library
+# without them still serves the loss.
+
+
+class DecodeOptions(ctypes.Structure):
+    """struct ctcb_decode_options."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("blank", ctypes.c_int32),
+        ("input_kind", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("merge_repeated", ctypes.c_int32),
+        ("beam_width", ctypes.c_int32),
+        ("top_paths", ctypes.c_int32),
+        ("pad", ctypes.c_int64),
+        ("cancel", ctypes.POINTER(ctypes.c_int32)),
+    ]
+
+
+class DecodeInput(ctypes.Structure):
+    """struct ctcb_decode_input: the fields of ctcb_problem without its outputs."""
+
+    _fields_ = Problem._fields_[: Problem._fields_.index(("losses", ctypes.c_void_p))]
+
+
+_decode_declared = False
+
+
+def decoder() -> ctypes.CDLL:
+    """The engine library with the alignment and decoding prototypes declared."""
+    global _decode_declared
+    lib = load()
+    if _decode_declared:
+        return lib
+    with _lock:
+        _in, _opt = ctypes.POINTER(DecodeInput), ctypes.POINTER(DecodeOptions)
+        try:
+            # int ctcb_decode_options_init(ctcb_decode_options *options);
+            lib.ctcb_decode_options_init.argtypes = [_opt]
+            lib.ctcb_decode_options_init.restype = ctypes.c_int
+            # int ctcb_forced_align(const ctcb_decode_input *input,
+            #     const ctcb_decode_options *options, int64_t *path, void *path_scores,
+            #     int64_t *label_index);
+            lib.ctcb_forced_align.argtypes = [_in, _opt, _P_I64, ctypes.c_void_p, _P_I64]
+            # int ctcb_posteriors(const ctcb_decode_input *input,
+            #     const ctcb_decode_options *options, void *posteriors,
+            #     const int64_t post_strides[3]);
+            lib.ctcb_posteriors.argtypes = [_in, _opt, ctypes.c_void_p, _P_I64]
+            # int ctcb_decode_greedy(const ctcb_decode_input *input,
+            #     const ctcb_decode_options *options, int64_t *sequences, int64_t *lengths,
+            #     void *scores);
+            # int ctcb_decode_beam(... the same arguments ...);
+            for name in ("ctcb_decode_greedy", "ctcb_decode_beam"):
+                getattr(lib, name).argtypes = [_in, _opt, _P_I64, _P_I64, ctypes.c_void_p]
+            for name in ("ctcb_forced_align", "ctcb_posteriors", "ctcb_decode_greedy",
+                         "ctcb_decode_beam"):
+                getattr(lib, name).restype = ctypes.c_int
+        except AttributeError as exc:
+            raise EngineLoadError(
+                f"the loaded ctcbridge engine ({lib._name}) has no alignment and decoding "
+                f"functions ({exc}): a stale build; reinstall with `pip install .`") from None
+        _decode_declared = True
+    return lib
+
+
+def default_decode_options() -> DecodeOptions:
+    opts = DecodeOptions()
+    decoder().ctcb_decode_options_init(ctypes.byref(opts))
+    return opts
+
+
+def call_decode(name: str, inp: DecodeInput, options: DecodeOptions, *outputs,
+                cells: int = 0) -> None:
+    """Run the decode function ``name`` (e.g. "ctcb_forced_align") on ``inp``,
+    ``options`` and its output pointers; raises on any non-zero status.  A long
+    call from the main thread is made interruptible as :func:`call` makes the loss."""
+    lib = decoder()
+    fn = getattr(lib, name)
+    inp.struct_size = ctypes.sizeof(DecodeInput)
+    options.struct_size = ctypes.sizeof(DecodeOptions)
+    args = (ctypes.byref(inp), ctypes.byref(options), *outputs)
+    if cells < INTERRUPTIBLE_CELLS or threading.current_thread() is not threading.main_thread():
+        check(fn(*args))
+        return
+    flag = ctypes.c_int32(0)
+    options.cancel = ctypes.pointer(flag)
+    outcome: list = []
+
+    def run() -> None:
+        status = fn(*args)
+        outcome.append((status, _message(lib, status) if status else ""))
+
+    worker = threading.Thread(target=run, name="ctcbridge-decode", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(_POLL_SECONDS)
+    except BaseException:
+        flag.value = 1
+        worker.join()
+        raise
+    status, message = outcome[0]
+    check(status, message)
+
+
+__all__ += ["DecodeOptions", "DecodeInput", "decoder", "default_decode_options", "call_decode"]

@@ -93,3 +93,4 @@ def ctc_batch_cost(y_true, y_pred, input_length, label_length):
     bridge = bridge_for(y_pred, y_true, input_length, label_length)
     losses = bridge.ctc(call, y_pred, [y_true, input_length, label_length])
     return bridge.reshape(losses, (-1, 1))
+from .keras_decoding import ctc_decode, ctc_decode_legacy  # noqa: E402,F401

@@ -233,3 +233,4 @@ def ctc_loss_v1(labels, inputs=None, sequence_length=None, preprocess_collapse_r
                         bool(preprocess_collapse_repeated), bool(ctc_merge_repeated),
                         bool(ignore_longer_outputs_than_inputs))
 
+from .tensorflow_decoding import ctc_beam_search_decoder, ctc_beam_search_decoder_v1, ctc_greedy_decoder  # noqa: E402,F401
