@@ -241,8 +241,8 @@ INTERRUPTIBLE_CELLS = 1 << 24
 _POLL_SECONDS = 0.05
 
 
-def call(problem: Problem, options: Options, cells: int = 0) -> None:
-    """Run ctcb_ctc_loss; raises on any non-zero status.
+def _run(lib: ctypes.CDLL, fn, args: tuple, options, cells: int, name: str) -> None:
+    """Call the engine function ``fn(*args)``; raises on any non-zero status.
 
     ``cells`` estimates the work (frames x states over the batch).  Python
     runs signal handlers only between bytecodes, so a long call made
@@ -250,25 +250,23 @@ def call(problem: Problem, options: Options, cells: int = 0) -> None:
     seen).  A long call made from the main thread (the only one that gets
     KeyboardInterrupt) therefore runs on a helper thread while the main
     thread waits in short, interruptible joins; on an interrupt it sets the
-    engine's cancel flag, which every engine thread reads between samples
-    and every few hundred frames, waits for the call to end (milliseconds),
-    and re-raises.  Nothing is left running and nothing leaks.
+    engine's cancel flag (``options.cancel``), which every engine thread
+    reads between samples and every few hundred frames, waits for the call
+    to end (milliseconds), and re-raises.  Nothing is left running and
+    nothing leaks.
     """
-    lib = load()
-    problem.struct_size = ctypes.sizeof(Problem)
-    options.struct_size = ctypes.sizeof(Options)
     if cells < INTERRUPTIBLE_CELLS or threading.current_thread() is not threading.main_thread():
-        check(lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options)))
+        check(fn(*args))
         return
     flag = ctypes.c_int32(0)
     options.cancel = ctypes.pointer(flag)
     outcome: list = []
 
     def run() -> None:
-        status = lib.ctcb_ctc_loss(ctypes.byref(problem), ctypes.byref(options))
+        status = fn(*args)
         outcome.append((status, _message(lib, status) if status else ""))
 
-    worker = threading.Thread(target=run, name="ctcbridge-engine", daemon=True)
+    worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
     try:
         while worker.is_alive():
@@ -279,6 +277,16 @@ def call(problem: Problem, options: Options, cells: int = 0) -> None:
         raise
     status, message = outcome[0]
     check(status, message)
+
+
+def call(problem: Problem, options: Options, cells: int = 0) -> None:
+    """Run ctcb_ctc_loss; raises on any non-zero status (interruptible when long:
+    see :func:`_run`)."""
+    lib = load()
+    problem.struct_size = ctypes.sizeof(Problem)
+    options.struct_size = ctypes.sizeof(Options)
+    _run(lib, lib.ctcb_ctc_loss, (ctypes.byref(problem), ctypes.byref(options)), options, cells,
+         "ctcbridge-engine")
 
 
 __all__ = ["load", "call", "check", "companion", "engine_version", "workspace_bytes", "Options",
@@ -363,35 +371,13 @@ def default_decode_options() -> DecodeOptions:
 def call_decode(name: str, inp: DecodeInput, options: DecodeOptions, *outputs,
                 cells: int = 0) -> None:
     """Run the decode function ``name`` (e.g. "ctcb_forced_align") on ``inp``,
-    ``options`` and its output pointers; raises on any non-zero status.  A long
-    call from the main thread is made interruptible as :func:`call` makes the loss."""
+    ``options`` and its output pointers; raises on any non-zero status (a long
+    call from the main thread is interruptible, as the loss: see :func:`_run`)."""
     lib = decoder()
-    fn = getattr(lib, name)
     inp.struct_size = ctypes.sizeof(DecodeInput)
     options.struct_size = ctypes.sizeof(DecodeOptions)
-    args = (ctypes.byref(inp), ctypes.byref(options), *outputs)
-    if cells < INTERRUPTIBLE_CELLS or threading.current_thread() is not threading.main_thread():
-        check(fn(*args))
-        return
-    flag = ctypes.c_int32(0)
-    options.cancel = ctypes.pointer(flag)
-    outcome: list = []
-
-    def run() -> None:
-        status = fn(*args)
-        outcome.append((status, _message(lib, status) if status else ""))
-
-    worker = threading.Thread(target=run, name="ctcbridge-decode", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(_POLL_SECONDS)
-    except BaseException:
-        flag.value = 1
-        worker.join()
-        raise
-    status, message = outcome[0]
-    check(status, message)
+    _run(lib, getattr(lib, name), (ctypes.byref(inp), ctypes.byref(options), *outputs), options,
+         cells, "ctcbridge-decode")
 
 
 __all__ += ["DecodeOptions", "DecodeInput", "decoder", "default_decode_options", "call_decode"]

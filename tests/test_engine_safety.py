@@ -339,8 +339,9 @@ def test_ctrl_c_stops_a_long_call_quickly():
         child.kill()
     lines = out.splitlines()
     assert lines[0].startswith("interrupted"), out
-    # generous for a loaded CI machine; the bug this guards against took 20-30 s
-    assert float(lines[0].split()[1]) - sent < 3.0, out
+    # Generous for a loaded machine (it is about 0.1 s); the uninterrupted call
+    # takes about 2 minutes, and before the fix the interrupt waited for it.
+    assert float(lines[0].split()[1]) - sent < 10.0, out
     small = float(ctcbridge.ctc_loss(np.zeros((3, 1, 3)), [[1]])[0])
     assert lines[1] == f"after ['MainThread'] {small!r}", out
     assert child.returncode == 0
