@@ -102,12 +102,24 @@ def _print_matrix(matrix, frameworks) -> None:
         print(f"{m['signature']:<{name_w}}  {cells}".rstrip())
 
 
-def _print_failures(matrix, cases, limit: int = 12) -> None:
-    """Our failing cases, smallest first, with where they differ; for a native cell, each
-    failing case with the divergence that explains it (or "unexplained")."""
+def _explain_natives(matrix, cases) -> None:
+    """Each failing native result gets ``explained_by``: the ids of the divergences whose
+    condition in divergences.json holds for its case (empty: unexplained)."""
     from .conform.divergences import explain_case
 
     by_name = {c.name: c for c in cases}
+    for m in matrix:
+        if m["native"]:
+            name = m["signature"].split(" ", 1)[1]
+            for cell in m["cells"].values():
+                for r in cell["results"]:
+                    r["explained_by"] = [] if r["passed"] else \
+                        explain_case(name, by_name[r["case"]], r)
+
+
+def _print_failures(matrix, cases, limit: int = 12) -> None:
+    """Our failing cases, smallest first, with where they differ; for a native cell, its
+    failing cases grouped by the divergence that explains them (or "unexplained")."""
     size = {c.name: int(np.prod(c.shape)) for c in cases}
     shown = 0
     for m in matrix:
@@ -115,11 +127,14 @@ def _print_failures(matrix, cases, limit: int = 12) -> None:
             bad = sorted((r for r in cell["results"] if not r["passed"]),
                          key=lambda r: (size.get(r["case"], 0), r["case"]))
             if m["native"] and bad:
-                name = m["signature"].split(" ", 1)[1]
                 print(f"  {m['signature']} [{fw}]: {len(bad)} of {cell['cases']} cases fail")
+                groups: dict = {}  # explanation -> cases, smallest first
                 for r in bad:
-                    ids = explain_case(name, by_name[r["case"]], r)
-                    print(f"    {r['case']}: {', '.join(ids) if ids else 'unexplained'}")
+                    groups.setdefault(", ".join(r["explained_by"]) or "unexplained",
+                                      []).append(r["case"])
+                for why, names in sorted(groups.items(), key=lambda g: g[0] == "unexplained"):
+                    shown_names = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                    print(f"    {why}: {len(names)} case(s): {shown_names}")
                 continue
             for r in bad:
                 shown += 1
@@ -192,6 +207,7 @@ def _conform_all(args) -> int:
         failed_cases=[r.case for r in rs if not r.passed], results=[r.__dict__ for r in rs])})
         for dtype in TOLERANCES for rs in [[r for r in engine if r.row == f"engine {dtype}"]]]
     matrix += run_matrix(cases, ROWS, frameworks, args.native, progress)
+    _explain_natives(matrix, cases)
     progress.done(f"done in {time.perf_counter() - start:.1f} s")
     with _report_stream(args):
         failed = _print_all(args, matrix, frameworks, cases)

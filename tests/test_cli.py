@@ -352,3 +352,59 @@ def test_a_native_that_would_exhaust_memory_is_not_run():
     cell = entry["cells"]["torch"]
     assert cell["passed"] and cell["cases"] == 0 and len(cell["not_run"]) == 2
     assert "would need about" in cell["not_run"][0]["reason"]
+
+
+def test_native_failures_name_the_divergence_that_explains_each_case(capsys):
+    """A failing native case names the divergence whose condition holds for it, else
+    "unexplained" (a native run faked: the results as run_matrix gives them)."""
+    from ctcbridge.cli import _explain_natives, _print_failures
+
+    cases = [c for c in corpus.load() if c.name in ("blank-first", "neginf-logits", "boundary")]
+
+    def result(name, loss_error, grad_error, passed=False):
+        return dict(case=name, loss_error=loss_error, grad_error=grad_error, passed=passed,
+                    error="", details=[], impossible=[])
+
+    results = [result("blank-first", 1e-7, 0.9), result("neginf-logits", 1e-7, float("inf")),
+               result("boundary", 0.3, 0.9)]
+    matrix = [dict(signature="native torch.ctc_loss", native=True, cells={"torch": dict(
+        passed=False, cases=3, results=results)})]
+    _explain_natives(matrix, cases)
+    assert [r["explained_by"] for r in results] == [
+        ["torch-log-probs-gradient"],
+        ["torch-minus-inf-log-probs-gradient", "torch-log-probs-gradient"], []]
+    _print_failures(matrix, cases)
+    out = capsys.readouterr().out
+    assert "native torch.ctc_loss [torch]: 3 of 3 cases fail" in out
+    assert "    torch-log-probs-gradient: 1 case(s): blank-first" in out
+    assert out.rstrip().endswith("unexplained: 1 case(s): boundary")
+
+
+def test_matrix_picture(tmp_path):
+    """The SVG of the matrix (docs/conformance.md's picture, drawn by the docs build):
+    a cell per signature and framework, pass / FAIL k of n / not run / -."""
+    import xml.etree.ElementTree as ET
+
+    from ctcbridge.conform.picture import DOCS_CASES, cell_state, matrix_svg
+
+    path = tmp_path / "r.json"
+    args = ["conform", "--json", str(path), "--framework", "numpy"]
+    for k in DOCS_CASES:
+        args += ["-k", k]
+    assert main(args) == 0
+    report = json.loads(path.read_text())
+    assert len(report["corpus"]["cases"]) < 20  # the docs build runs a small subset
+    report["frameworks"].append("torch")
+    report["signatures"].append(dict(signature="native torch.ctc_loss", native=True, cells={
+        "torch": dict(passed=False, cases=5, failed_cases=["a", "b"], results=[])}))
+    report["signatures"].append(dict(signature="native tensorflow.ctc_loss", native=True,
+                                     cells={"torch": dict(passed=True, cases=0,
+                                                          failed_cases=[], results=[])}))
+    svg = matrix_svg(report, "title")
+    root = ET.fromstring(svg)  # well-formed
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "FAIL 2 of 5" in texts and "not run" in texts and "title" in texts
+    assert texts.count("-") >= len(report["signatures"])  # no torch cells for ours here
+    assert sum(t.startswith("pass (") and t[6].isdigit() for t in texts if t) == \
+        len(report["signatures"]) - 2
+    assert cell_state(None) == ("", "-")

@@ -127,6 +127,18 @@ def _holds(when: dict, case, result: dict, features: set) -> bool:
     return True
 
 
+def when_text(when: dict) -> str:
+    """A "when" condition in one line: ``has -inf-inputs; differs_in gradient``."""
+    parts = []
+    for key, value in when.items():
+        if isinstance(value, list):
+            value = " ".join(value)
+        elif isinstance(value, dict):
+            value = " ".join(f"{k} <= {v:g}" for k, v in value.items())
+        parts.append(f"{key} {value}")
+    return "; ".join(parts)
+
+
 def explain_case(signature: str, case, result: dict) -> list:
     """The ids of the divergences of `signature` whose "when" holds for `case` and the
     native's `result` (a Result's dict); empty: the failure is unexplained."""
@@ -169,6 +181,8 @@ def divergences_markdown() -> str:
             for key, label in _LABELS[1:]:
                 value = f"`{e[key]}`" if key == "test" else e[key]
                 out.append(f"  - *{label}*: {value}")
+            if e.get("when"):
+                out.append(f"  - *explains a failing native case when*: `{when_text(e['when'])}`")
         out.append("")
     out.append(DOCS_END)
     return "\n".join(out) + "\n"
