@@ -20,6 +20,9 @@ from ctcbridge.conform import corpus
 from ctcbridge.testing import assert_conforms, check_conformance
 
 ROOT = Path(__file__).resolve().parent.parent
+# where the ctcbridge under test lives (the checkout, or site-packages in a nox session):
+# subprocesses get it on their path
+PKG_ROOT = str(Path(ctcbridge.torch.__file__).resolve().parent.parent)
 
 
 def good(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean"):
@@ -165,7 +168,7 @@ IMPLS = textwrap.dedent('''
 def _pytest(tmp_path, *args):
     (tmp_path / "impls.py").write_text(IMPLS)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tmp_path), str(ROOT)] + os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+        [str(tmp_path), PKG_ROOT] + os.environ.get("PYTHONPATH", "").split(os.pathsep)),
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # -p below, installed or not
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "ctcbridge.testing.plugin",
                            "-p", "no:cacheprovider", "--pyargs", "ctcbridge.testing", *args],
@@ -242,9 +245,35 @@ def test_usage_errors_exit_2_with_one_line(impl_dir, capsys, args, message):
 def test_usage_errors_from_the_console_have_no_traceback(impl_dir):
     out = subprocess.run([sys.executable, "-m", "ctcbridge", "conform", "--impl", "nosuch:fn",
                           "--convention", "torch"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                         env=dict(os.environ, PYTHONPATH=PKG_ROOT))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("ctcbridge conform: ")
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    """A terminal gets a progress line with an ETA (tqdm's bar where installed), a log
+    nothing but the closing line."""
+    import io
+
+    import ctcbridge.cli as cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain fallback
+    tty = Terminal()
+    progress = cli._Progress(4, tty)
+    for i in range(4):
+        progress(f"torch.ctc_loss on numpy: [{i + 1}/4] case-{i}")
+    progress.done("done in 1.0 s")
+    text = tty.getvalue()
+    assert "[1/4] torch.ctc_loss" in text and "[4/4, ETA " in text and "done in" in text
+    log = io.StringIO()
+    progress = cli._Progress(4, log)
+    progress("torch.ctc_loss on numpy: [1/4] case-0")
+    progress.done("done in 1.0 s")
+    assert log.getvalue() == "  done in 1.0 s\n"
 
 
 def test_json_to_stdout(impl_dir, capsys):
@@ -268,7 +297,7 @@ def test_dump_case_reproduces(impl_dir, capsys):
     # self-contained: numpy and the implementation only, from any directory
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          cwd=impl_dir / "out", env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                             [str(impl_dir), str(ROOT)])))
+                             [str(impl_dir), PKG_ROOT])))
     assert run.returncode == 0, run.stderr
     case = next(c for c in corpus.load() if c.name == "some-empty-labels")
     assert f"{case.ref_loss[1]:.4f}"[:5] in run.stdout and "worst relative loss error" in run.stdout
@@ -278,6 +307,6 @@ def test_dump_case_reproduces(impl_dir, capsys):
     assert main(["conform", "--dump-case", "boundary", "--convention", "optax",
                  "--dump-dir", "out"]) == 0
     run = subprocess.run([sys.executable, str(impl_dir / "out" / "boundary.py")],
-                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=PKG_ROOT))
     assert run.returncode == 0, run.stderr
     assert float(run.stdout.strip().splitlines()[-1].split()[-1]) < 1e-5
