@@ -165,6 +165,10 @@ def divergences_text(signature: str | None = None, width: int = 100) -> str:
             for key, label in _LABELS:
                 lines.extend(textwrap.wrap(e[key], width, initial_indent=f"    {label + ':':<14}",
                                            subsequent_indent=" " * 18))
+            if e.get("when"):  # what conform matches a failing native case against
+                lines.extend(textwrap.wrap(when_text(e["when"]), width,
+                                           initial_indent=f"    {'explains:':<14}",
+                                           subsequent_indent=" " * 18))
         lines.append("")
     return "\n".join(lines) if lines else "no divergences recorded\n"
 

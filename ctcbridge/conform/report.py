@@ -76,8 +76,7 @@ class ImplReport:
         if some:
             parts.append("on some tagged " + ", ".join(some))
         if none:
-            parts.append(("passes every case tagged " if parts else "passes every case tagged ")
-                         + ", ".join(none))
+            parts.append("passes every case tagged " + ", ".join(none))
         return "; ".join(parts)
 
     def verdict(self) -> str:
@@ -152,10 +151,9 @@ class ImplReport:
                              f"{about}")
                 for item in r.impossible:
                     lines.append(f"    {case.name}: {item}")
-                for line in r.details:
-                    text = line if line.startswith(("sample", "...")) else line
-                    lines.append(f"    {case.name} {text}" if line.startswith("sample")
-                                 else f"    {case.name}: {text}")
+                for line in r.details:  # "random-4 sample 3: ...", "random-4: gradient: ..."
+                    sep = " " if line.startswith("sample") else ": "
+                    lines.append(f"    {case.name}{sep}{line}")
             if len(failed) > limit:
                 lines.append(f"  ... {len(failed) - limit} more (--json lists every case)")
             lines += ["", "by tag: " + self.tag_summary()]
