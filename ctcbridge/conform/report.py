@@ -225,7 +225,9 @@ statics = json.loads(str(data["statics"]))
 arrays = {{k[len("arg/"):]: data[k] for k in data.files if k.startswith("arg/")}}
 {to_framework}
 loss = {call}
-loss = np.asarray(loss{to_numpy}, dtype=np.float64)
+for step in ("detach", "cpu", "numpy"):  # a torch, TensorFlow or JAX result to numpy
+    loss = getattr(loss, step)() if hasattr(loss, step) else loss
+loss = np.asarray(loss, dtype=np.float64)
 ref = data["ref_loss"]
 print("loss     ", loss)
 print("reference", ref)
@@ -233,14 +235,14 @@ print("worst relative loss error", float(np.max(np.abs(loss - ref) / np.maximum(
                                                 initial=0)))
 '''
 
-_TO_FRAMEWORK = {
-    "numpy": ("", "x = data[\"x\"]", ""),
+_TO_FRAMEWORK = {  # (import, the arguments as the framework's arrays)
+    "numpy": ("", "x = data[\"x\"]"),
     "torch": ("import torch", "x = torch.tensor(data[\"x\"], requires_grad=True)\n"
-              "arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}", ".detach()"),
+              "arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}"),
     "jax": ("import jax.numpy as jnp", "x = jnp.asarray(data[\"x\"])\n"
-            "arrays = {k: jnp.asarray(v) for k, v in arrays.items()}", ""),
+            "arrays = {k: jnp.asarray(v) for k, v in arrays.items()}"),
     "tensorflow": ("import tensorflow as tf", "x = tf.constant(data[\"x\"])\n"
-                   "arrays = {k: tf.constant(v) for k, v in arrays.items()}", ".numpy()"),
+                   "arrays = {k: tf.constant(v) for k, v in arrays.items()}"),
 }
 
 
@@ -286,14 +288,14 @@ def dump_case(case: Case, row, framework: str, directory, impl: str = "") -> tup
                 imp += "\nfn = fn." + function.split(".", 1)[1]
     else:
         imp = f"from {row.convention.module} import {row.convention.call} as fn  # ctcbridge's own"
-    head, convert, to_numpy = _TO_FRAMEWORK[framework]
+    head, convert = _TO_FRAMEWORK[framework]
     x_name = row.activations
     text = _SCRIPT.format(
         case=case.name, convention=row.name, framework=framework,
         description=case.description.rstrip(".") + ".", npz=npz.name,
         needs=f" and {framework}" if framework != "numpy" else "",
         imports="\n".join(filter(None, [head, imp])), to_framework=convert,
-        call=f"fn(**{{{x_name!r}: x}}, **arrays, **statics)", to_numpy=to_numpy)
+        call=f"fn(**{{{x_name!r}: x}}, **arrays, **statics)")
     # the npz next to the script, wherever the script is run from
     text = text.replace(f"np.load({npz.name!r})",
                         f"np.load(__import__('pathlib').Path(__file__).with_name({npz.name!r}))")
