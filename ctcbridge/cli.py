@@ -20,6 +20,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from .errors import CTCValueError
 
 
@@ -30,37 +32,54 @@ def _versions() -> str:
 
 
 class _Progress:
-    """Progress on stderr: one updating line on a terminal, one line per step in logs."""
+    """Progress with an ETA on stderr, shown only on a terminal (a log stays quiet):
+    tqdm's bar where tqdm is installed (``pip install ctcbridge[progress]``), else one
+    updating line.  Called once per step; `total` steps are expected."""
 
-    def __init__(self, stream=None):
+    def __init__(self, total: int, stream=None):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last = ""
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total, self.count, self.start = max(total, 1), 0, time.perf_counter()
+        self.bar = None
+        if self.tty:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=self.total, file=self.stream, leave=False,
+                                dynamic_ncols=True, unit="case")
 
     def __call__(self, message: str) -> None:
-        if self.tty:
-            print(f"\r  {message[:76]:<76}", end="", file=self.stream, flush=True)
+        self.count += 1
+        if not self.tty:
             return
-        step = message.split(": [", 1)[0]
-        if step != self.last:
-            print(f"  {step}", file=self.stream, flush=True)
-            self.last = step
+        if self.bar is not None:
+            self.bar.set_description_str(message.split(": [", 1)[0], refresh=False)
+            self.bar.update(1)
+            return
+        elapsed = time.perf_counter() - self.start
+        done = self.count - 1  # the step announced now has not run yet
+        eta = f", ETA {elapsed / done * (self.total - done):.0f} s" if done else ""
+        line = f"[{self.count}/{self.total}{eta}] {message}"
+        print(f"\r  {line[:76]:<76}", end="", file=self.stream, flush=True)
 
     def done(self, message: str) -> None:
-        if self.tty:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
             print(f"\r{' ' * 80}\r", end="", file=self.stream)
         print(f"  {message}", file=self.stream, flush=True)
 
 
 def _load_cases(args):
-    from .conform.corpus import corpus_path, corpus_version, load
+    from .conform.corpus import corpus_path, corpus_version, load, select, shipped_cases
 
     path = args.corpus or corpus_path()
-    cases = load(path)
+    # the shipped corpus comes with the known answers (ctcbridge/data/known_answers.json)
+    cases = load(path) if args.corpus else shipped_cases()
     if args.cases:
-        cases = [c for c in cases if any(k in c.name or k in c.tags for k in args.cases)]
-        if not cases:
-            raise CTCValueError(f"no corpus case matches {args.cases}")
+        cases = select(cases, args.cases)
     return cases, dict(path=str(path), version=corpus_version(path),
                        cases=[c.name for c in cases])
 
@@ -68,43 +87,64 @@ def _load_cases(args):
 def _cell_text(cell) -> str:
     if cell is None:
         return "-"
-    return (f"{'pass' if cell['passed'] else 'FAIL'} "
-            f"{cell['loss_error']:.1e}/{cell['grad_error']:.1e}")
+    if not cell["cases"]:  # every case of the cell was not run (see "not run")
+        return "not run"
+    grad = "not measured" if cell["grad_error"] is None else f"{cell['grad_error']:.1e}"
+    return f"{'pass' if cell['passed'] else 'FAIL'} {cell['loss_error']:.1e}/{grad}"
 
 
 def _print_matrix(matrix, frameworks) -> None:
     name_w = max(len(m["signature"]) for m in matrix)
-    cell_w = 22
+    cell_w = 25
     print(f"\n{'':<{name_w}}  " + "  ".join(f"{fw:<{cell_w}}" for fw in frameworks).rstrip())
     for m in matrix:
         cells = "  ".join(f"{_cell_text(m['cells'].get(fw)):<{cell_w}}" for fw in frameworks)
         print(f"{m['signature']:<{name_w}}  {cells}".rstrip())
 
 
-def _print_failures(matrix, limit: int = 12) -> None:
-    """Our failing cases with where they differ; a line per failing native cell."""
-    from .conform.divergences import divergence_ids
+def _explain_natives(matrix, cases) -> None:
+    """Each failing native result gets ``explained_by``: the ids of the divergences whose
+    condition in divergences.json holds for its case (empty: unexplained)."""
+    from .conform.divergences import explain_case
 
-    shown = 0
+    by_name = {c.name: c for c in cases}
     for m in matrix:
         if m["native"]:
             name = m["signature"].split(" ", 1)[1]
-            for fw, cell in m["cells"].items():
-                if not cell["passed"]:
-                    print(f"  {m['signature']} [{fw}]: {len(cell['failed_cases'])} of "
-                          f"{cell['cases']} cases differ (known divergences: "
-                          f"{', '.join(divergence_ids(name)) or 'none'})")
-            continue
+            for cell in m["cells"].values():
+                for r in cell["results"]:
+                    r["explained_by"] = [] if r["passed"] else \
+                        explain_case(name, by_name[r["case"]], r)
+
+
+def _print_failures(matrix, cases, limit: int = 12) -> None:
+    """Our failing cases, smallest first, with where they differ; for a native cell, its
+    failing cases grouped by the divergence that explains them (or "unexplained")."""
+    size = {c.name: int(np.prod(c.shape)) for c in cases}
+    shown = 0
+    for m in matrix:
         for fw, cell in m["cells"].items():
-            for r in cell["results"]:
-                if r["passed"]:
-                    continue
+            bad = sorted((r for r in cell["results"] if not r["passed"]),
+                         key=lambda r: (size.get(r["case"], 0), r["case"]))
+            if m["native"] and bad:
+                print(f"  {m['signature']} [{fw}]: {len(bad)} of {cell['cases']} cases fail")
+                groups: dict = {}  # explanation -> cases, smallest first
+                for r in bad:
+                    groups.setdefault(", ".join(r["explained_by"]) or "unexplained",
+                                      []).append(r["case"])
+                for why, names in sorted(groups.items(), key=lambda g: g[0] == "unexplained"):
+                    shown_names = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                    print(f"    {why}: {len(names)} case(s): {shown_names}")
+                continue
+            for r in bad:
                 shown += 1
-                if shown <= limit:
-                    print(f"  {m['signature']} [{fw}] {r['case']}: loss {r['loss_error']:.2e}, "
-                          f"gradient {r['grad_error']:.2e}")
-                    for line in r["details"][:3]:
-                        print(f"      {line}")
+                if shown > limit:
+                    continue
+                grad = "not measured" if r["grad_error"] is None else f"{r['grad_error']:.2e}"
+                print(f"  {m['signature']} [{fw}] {r['case']}: loss {r['loss_error']:.2e}, "
+                      f"gradient {grad}")
+                for line in (r.get("impossible") or [])[:2] + r["details"][:3]:
+                    print(f"      {r['case']}{' ' if line.startswith('sample') else ': '}{line}")
     if shown > limit:
         print(f"  ... {shown - limit} more (the --json report lists every case)")
 
@@ -119,6 +159,8 @@ def _conform(args: argparse.Namespace) -> int:
         return 0
     if args.list_conventions:
         return _list_conventions()
+    if args.dump_case:
+        return _dump_case(args)
     if args.impl or args.convention:
         if not (args.impl and args.convention):
             raise CTCValueError("--impl and --convention go together")
@@ -139,7 +181,8 @@ def _list_conventions() -> int:
 
 def _conform_all(args) -> int:
     from .conform.rows import ROWS
-    from .conform.compare import TOLERANCES, check_engine, installed_frameworks, run_matrix
+    from .conform.compare import TOLERANCES, check_engine, installed_frameworks, matrix_plan, \
+        run_matrix
 
     cases, corpus = _load_cases(args)
     frameworks = installed_frameworks()
@@ -150,7 +193,7 @@ def _conform_all(args) -> int:
             raise CTCValueError(f"framework(s) {', '.join(missing)} not installed here "
                              f"(installed: {', '.join(frameworks)})")
         frameworks = [fw for fw in frameworks if fw in wanted]
-    progress = _Progress()
+    progress = _Progress(len(cases) * (1 + len(matrix_plan(ROWS, frameworks, args.native))))
     start = time.perf_counter()
     print(f"{_versions()}; corpus v{corpus['version']}, {len(cases)} cases; frameworks: "
           f"{', '.join(frameworks)}", file=sys.stderr)
@@ -160,15 +203,41 @@ def _conform_all(args) -> int:
         engine += [check_engine(case, dtype) for dtype in TOLERANCES]
     matrix = [dict(signature=f"engine {dtype}", native=False, cells={"numpy": dict(
         passed=all(r.passed for r in rs), loss_error=max(r.loss_error for r in rs),
-        grad_error=max(r.grad_error for r in rs), cases=len(rs),
+        grad_error=max(r.grad_error or 0.0 for r in rs), cases=len(rs),
         failed_cases=[r.case for r in rs if not r.passed], results=[r.__dict__ for r in rs])})
         for dtype in TOLERANCES for rs in [[r for r in engine if r.row == f"engine {dtype}"]]]
     matrix += run_matrix(cases, ROWS, frameworks, args.native, progress)
+    _explain_natives(matrix, cases)
     progress.done(f"done in {time.perf_counter() - start:.1f} s")
+    with _report_stream(args):
+        failed = _print_all(args, matrix, frameworks, cases)
+    if args.json:
+        from . import __version__, engine_version
+
+        report = dict(ctcbridge=__version__, engine_version=engine_version(), corpus=corpus,
+                      frameworks=frameworks, tolerances=TOLERANCES, passed=not failed,
+                      engine=[r.__dict__ for r in engine], signatures=matrix)
+        _write_json(args.json, report)
+    return 1 if failed else 0
+
+
+def _report_stream(args):
+    """Where the report for people goes: stdout, or stderr when the JSON takes stdout."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if args.json == "-" \
+        else contextlib.nullcontext()
+
+
+def _print_all(args, matrix, frameworks, cases) -> list:
+    """The matrix, the notes, what was not run, the failures and the verdict; returns our
+    failing rows."""
+    from .conform.compare import TOLERANCES
 
     _print_matrix(matrix, frameworks)
     print("\ncells: result, worst loss error (relative) / worst gradient error (absolute) over "
-          "the corpus cases the signature accepts; tolerances "
+          "the corpus cases the signature accepts (\"not measured\": numpy arrays have no "
+          "autodiff); tolerances "
           + ", ".join(f"{k} {v[0]:g} / {v[1]:g}" for k, v in TOLERANCES.items())
           + " (signatures run in float32)")
     if args.native:
@@ -183,77 +252,83 @@ def _conform_all(args) -> int:
     failed = [m for m in matrix if not m["native"] and not all(
         c["passed"] for c in m["cells"].values())]
     if any(not c["passed"] for m in matrix for c in m["cells"].values()):
-        print("\nfailures:")
-        _print_failures(matrix)
+        print("\nfailures (smallest case first):")
+        _print_failures(matrix, cases)
+    ours = [c for m in matrix if not m["native"] for c in m["cells"].values()]
+    bad_cells = sum(not c["passed"] for c in ours)
     print(f"\n{'FAILED' if failed else 'passed'}: "
-          f"{sum(len(m['cells']) for m in matrix if not m['native'])} cells, "
-          f"{len(failed)} signature row(s) with a failure")
-    if args.json:
-        from . import __version__, engine_version
-
-        report = dict(ctcbridge=__version__, engine_version=engine_version(), corpus=corpus,
-                      frameworks=frameworks, tolerances=TOLERANCES, passed=not failed,
-                      engine=[r.__dict__ for r in engine], signatures=matrix)
-        _write_json(args.json, report)
-    return 1 if failed else 0
+          + (f"{bad_cells} of {len(ours)} cells fail, in {len(failed)} signature row(s)"
+             if failed else f"{len(ours)} of {len(ours)} cells"))
+    return failed
 
 
-def _conform_impl(args) -> int:
-    from .conform.compare import TOLERANCES, check_impl, find_convention, installed_frameworks, \
-        load_impl
+def _impl_framework(args, row) -> str:
+    """The arrays --impl is called with: --framework, else the convention's native's
+    framework where installed, else numpy; a usage error for a missing one or a
+    --device the arrays cannot go to."""
+    from .conform.compare import installed_frameworks
 
-    row = find_convention(args.convention)
-    fn = load_impl(args.impl)
     installed = installed_frameworks()
     if args.framework:
         fw = args.framework
         if fw not in installed:
             raise CTCValueError(f"framework {fw!r} is not installed here "
-                             f"(installed: {', '.join(installed)})")
+                                f"(installed: {', '.join(installed)})")
     else:  # the arrays the convention's native takes, else numpy (loss only)
         fw = next((f for f in row.native_frameworks if f in installed), "numpy")
+    if args.device and fw not in ("torch", "jax"):
+        raise CTCValueError(f"--device {args.device} needs torch or jax arrays; {row.name} "
+                            f"would be called with {fw} arrays here (pass --framework torch "
+                            f"or --framework jax)")
+    return fw
+
+
+def _conform_impl(args) -> int:
+    from .conform.compare import find_convention, load_impl
+    from .conform.report import run_impl
+
+    row = find_convention(args.convention)
+    fn = load_impl(args.impl)
+    fw = _impl_framework(args, row)
     cases, corpus = _load_cases(args)
     print(f"{_versions()}: {args.impl} as {row.name} on {fw} arrays"
           f"{' on ' + args.device if args.device else ''}, corpus v{corpus['version']}",
           file=sys.stderr)
-    progress = _Progress()
-    cache: dict = {}
-    results, skipped = [], []
-    for i, case in enumerate(cases, 1):
-        progress(f"{row.name}: [{i}/{len(cases)}] {case.name}")
-        r = check_impl(fn, row, case, fw, args.device, cache, args.through_log_softmax)
-        if r is None:
-            skipped.append(case.name)
-        else:
-            results.append((case, r))
-    progress.done(f"{len(results)} cases run")
-
-    width = max(len(c.name) for c, _ in results) if results else 4
-    print(f"{'case':<{width}}  {'loss err':>9}  {'grad err':>9}  result  covers")
-    for case, r in results:
-        print(f"{case.name:<{width}}  {r.loss_error:9.2e}  {r.grad_error:9.2e}  "
-              f"{'pass' if r.passed else 'FAIL'}    {', '.join(case.tags)}")
-        if not r.passed:
-            print(f"{'':<{width}}  {case.description}")
-            for line in r.details:
-                print(f"{'':<{width}}    {line}")
-    failed = [r for _, r in results if not r.passed]
-    loss_tol, grad_tol = TOLERANCES["float32"]
-    if fw == "numpy":
-        print("\nnumpy arrays: losses only (no autodiff); pass --framework for gradients")
-    if skipped:
-        why = " (or with non-finite inputs, for --through-log-softmax)" \
-            if args.through_log_softmax else ""
-        print(f"\nnot in the convention's domain{why}, skipped: {', '.join(skipped)}")
-    print(f"\n{'FAILED' if failed else 'passed'}: {len(results) - len(failed)} of "
-          f"{len(results)} cases within loss {loss_tol:g} (relative) / gradient {grad_tol:g} "
-          f"(absolute) of the float64 reference")
+    progress = _Progress(len(cases))
+    report = run_impl(fn, row, cases, fw, args.device, args.through_log_softmax,
+                      name=args.impl, progress=progress)
+    progress.done(f"{len(report.results)} cases run")
+    if report.skipped and args.through_log_softmax:
+        print("(--through-log-softmax leaves out the cases with non-finite inputs)",
+              file=sys.stderr)
+    with _report_stream(args):
+        print(report.text())
     if args.json:
-        _write_json(args.json, dict(impl=args.impl, convention=row.name, framework=fw,
-                                    device=args.device, corpus=corpus, passed=not failed,
-                                    tolerances=TOLERANCES["float32"], skipped=skipped,
-                                    results=[r.__dict__ for _, r in results]))
-    return 1 if failed else 0
+        _write_json(args.json, dict(report.as_dict(), corpus=corpus))
+    return 0 if report.passed else 1
+
+
+def _dump_case(args) -> int:
+    """--dump-case NAME: the case in --convention's arguments (default torch.ctc_loss)
+    as NAME.npz and a script NAME.py calling --impl (default ctcbridge's own) on it."""
+    from .conform.compare import find_convention
+    from .conform.corpus import shipped_cases, load
+    from .conform.report import dump_case
+
+    row = find_convention(args.convention or "torch.ctc_loss")
+    cases = load(args.corpus) if args.corpus else shipped_cases()
+    found = [c for c in cases if c.name == args.dump_case]
+    if not found:
+        raise CTCValueError(f"--dump-case: no corpus case named {args.dump_case!r} (the "
+                            f"cases: {', '.join(c.name for c in cases)})")
+    if args.impl:
+        from .conform.compare import load_impl
+
+        load_impl(args.impl)  # a usage error now rather than in the script
+    fw = _impl_framework(args, row) if args.framework else "numpy"
+    npz, script = dump_case(found[0], row, fw, args.dump_dir, args.impl or "")
+    print(f"wrote {npz} ({npz.stat().st_size} bytes) and {script}; run: python {script}")
+    return 0
 
 
 def _write_json(path: str, report: dict) -> None:
@@ -266,6 +341,10 @@ def _write_json(path: str, report: dict) -> None:
             return [finite(x) for x in v]
         return v
 
+    if path == "-":  # standard output
+        json.dump(finite(report), sys.stdout, indent=1)
+        print()
+        return
     with open(path, "w") as fh:
         json.dump(finite(report), fh, indent=1)
 
@@ -275,7 +354,8 @@ def _add_conform(sub) -> None:
         "conform", help="check every signature (or your own CTC function) against the corpus",
         description="Run the shipped conformance corpus through every signature on every "
         "framework installed here and compare with the float64 reference.")
-    conform.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    conform.add_argument("--json", metavar="FILE", help="also write the results as JSON "
+                         "(- for standard output; the report for people then goes to stderr)")
     conform.add_argument("--native", action="store_true",
                          help="add the installed native implementations as rows")
     conform.add_argument("--impl", metavar="MODULE:FUNCTION",
@@ -299,7 +379,13 @@ def _add_conform(sub) -> None:
     conform.add_argument("--corpus", metavar="FILE.npz",
                          help="another corpus file in the same schema (default: the shipped one)")
     conform.add_argument("-k", "--cases", action="append", metavar="TEXT",
-                         help="only the cases whose name or tags contain TEXT (repeatable)")
+                         help="only the cases whose name or tags contain TEXT (repeatable; "
+                         "-k known-answer: the published known answers)")
+    conform.add_argument("--dump-case", metavar="NAME",
+                         help="write case NAME in --convention's arguments as NAME.npz and a "
+                         "script NAME.py that calls --impl on it (ctcbridge's own without)")
+    conform.add_argument("--dump-dir", metavar="DIR", default=".",
+                         help="where --dump-case writes (default: the current directory)")
 
 
 def main(argv=None) -> int:
@@ -321,8 +407,9 @@ def main(argv=None) -> int:
     if args.command == "conform":
         try:
             return _conform(args)
-        except ValueError as exc:  # an unknown convention, a bad --impl...
-            print(f"ctcbridge conform: {exc}", file=sys.stderr)
+        except ValueError as exc:  # an unknown convention, a bad --impl...: one line
+            print(f"ctcbridge conform: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                  file=sys.stderr)
             return 2
     parser.print_help()
     return 2

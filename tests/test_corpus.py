@@ -188,3 +188,35 @@ def test_divergence_docs_are_generated_from_the_file():
     plain = divergences_text()
     for entry in load_divergences()["divergences"]:
         assert entry["id"] in plain and entry["id"] in text
+
+
+def test_known_answers_are_corpus_cases():
+    """The published known answers (ctcbridge/data/known_answers.json) join the shipped
+    corpus at load time, tagged known-answer, converted so that the reference's losses
+    and gradients are the published ones to the source's precision."""
+    import json
+
+    doc = json.loads(corpus.KNOWN_ANSWERS.read_text())
+    cases = corpus.known_answer_cases()
+    assert [c.name for c in cases] == [f"known-answer-{e['name']}" for e in doc["cases"]]
+    assert [c.name for c in corpus.select(corpus.shipped_cases(), "known-answer")] == \
+        [c.name for c in cases]
+    for case, entry in zip(cases, doc["cases"]):
+        assert case.tags == ("known-answer",) and entry["provenance"]["repository"] in \
+            case.description
+        loss, grad = case.reference()
+        tol = entry["precision"]
+        if entry["loss"] is not None:
+            bound = tol["loss"].get("atol", 0) + tol["loss"].get("rtol", 0) * np.abs(entry["loss"])
+            assert (np.abs(loss - entry["loss"]) <= bound).all(), case.name
+        else:  # warp-ctc's small_test: a likelihood expression
+            assert abs(np.exp(-loss[0]) - entry["likelihood_evaluated"]) <= \
+                tol["likelihood"]["atol"]
+        if entry["grad"] is not None:
+            published = np.asarray(entry["grad"], dtype=np.float64)
+            if entry["layout"] == "NTC":
+                published = published.transpose(1, 0, 2)
+            T = published.shape[0]
+            assert np.abs(grad[:T] - published).max() <= tol["grad"]["atol"] + \
+                tol["grad"].get("rtol", 0) * np.abs(published).max(), case.name
+            assert (grad[T:] == 0).all()  # the padded frames (NaN inputs) are not read

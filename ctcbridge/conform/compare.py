@@ -52,11 +52,15 @@ class Result:
     case: str
     row: str
     loss_error: float
-    grad_error: float
+    grad_error: float | None  # None: no gradient was measured (numpy arrays have no autodiff)
     passed: bool
     error: str = ""  # the exception the implementation raised, if it did
     details: list = field(default_factory=list)  # where it differs, for people
     skipped: str = ""  # why the case was not run (a native that would exhaust memory)
+    # results no CTC loss can have (a negative loss, NaN where the reference is finite,
+    # gradient rows w.r.t. logits not summing to 0): the likeliest bugs
+    impossible: list = field(default_factory=list)
+    samples: list = field(default_factory=list)  # the indices of the differing samples
 
 
 def _errors(ours, ref, relative: bool) -> np.ndarray:
@@ -111,8 +115,59 @@ def _prepared(row, case: Case, cache: dict | None):
     return prep
 
 
+def sample_text(case: Case, n: int) -> str:
+    """Sample `n` of `case` as a report names it: its frames, classes, blank and labels."""
+    L = int(case.label_lengths[n])
+    labels = case.labels[n, :L].tolist()
+    shown = str(labels) if L <= 12 else str(labels[:12])[:-1] + ", ...]"
+    return (f"sample {n}: T={int(case.input_lengths[n])} C={case.shape[2]} blank={case.blank} "
+            f"labels {shown} (length {L})")
+
+
+def _impossible(case: Case, prep, loss, grad) -> list:
+    """What no CTC loss can return, where the reference shows the case allows it: a
+    negative loss, NaN or inf where the reference is finite, gradient rows w.r.t.
+    logits (rows that sum to 0 in the reference) that do not sum to 0."""
+    out = []
+    ref = prep.ref_loss
+    if loss.shape == ref.shape == (case.shape[1],):
+        with np.errstate(invalid="ignore"):
+            lf = np.asarray(loss, dtype=np.float64)
+        negative = np.flatnonzero(lf < -1e-4 * np.maximum(np.abs(ref), 1.0))
+        if negative.size and (np.nan_to_num(ref, nan=0.0, posinf=0.0) >= 0).all():
+            n = int(negative[0])
+            out.append(f"impossible: negative loss {lf[n]:.6g} ({sample_text(case, n)}); "
+                       "a CTC loss is -log of a probability")
+        wild = np.flatnonzero(~np.isfinite(lf) & np.isfinite(ref))
+        if wild.size:
+            n = int(wild[0])
+            out.append(f"impossible: loss {lf[n]} where the reference is finite "
+                       f"({ref[n]:.6g}) in {wild.size} sample(s), first {sample_text(case, n)}")
+    if grad is not None and grad.shape == prep.ref_grad.shape and grad.ndim >= 2:
+        with np.errstate(invalid="ignore", over="ignore"):
+            ref_sums = prep.ref_grad.sum(-1)
+            sums = grad.sum(-1)
+            # the reference's rows that sum to 0 (logits, used frames) and are not all 0
+            logits_rows = np.isfinite(ref_sums) & (np.abs(ref_sums) < 1e-6) & \
+                (np.abs(prep.ref_grad).max(-1) > 1e-6)
+            off = logits_rows & ~(np.abs(sums) < 1e-3)
+        if logits_rows.any() and off.any():
+            idx = tuple(int(i) for i in np.argwhere(off)[0])
+            out.append(f"impossible: {int(off.sum())} gradient row(s) w.r.t. the logits do not "
+                       f"sum to 0 over the classes (first at {idx}: {sums[idx]:.6g}); a "
+                       "softmax's gradient rows always do")
+    return out
+
+
 def _compare(row, case: Case, prep, loss, grad, label: str) -> Result:
     """A Result for (loss, grad) against the prepared reference, with where it differs."""
+    try:
+        return _compare_arrays(row, case, prep, loss, grad, label)
+    except Exception as exc:  # an output no array can be made of: a report line
+        return _failure(case, label, exc, "returned something not comparable: ")
+
+
+def _compare_arrays(row, case: Case, prep, loss, grad, label: str) -> Result:
     loss_tol, grad_tol = TOLERANCES["float32"]
     loss = np.asarray(loss)
     details = []
@@ -122,10 +177,11 @@ def _compare(row, case: Case, prep, loss, grad, label: str) -> Result:
         return Result(case.name, label, float("inf"), float("inf"), False, details=details)
     lerr = _errors(loss, prep.ref_loss, True)
     bad = np.flatnonzero(lerr > loss_tol)
+    samples = []
     if lerr.shape == (case.shape[1],):  # per-sample losses
+        samples = [int(n) for n in bad]
         for n in bad[:_MAX_SAMPLES]:
-            details.append(f"sample {n} (input length {case.input_lengths[n]}, label length "
-                           f"{case.label_lengths[n]}): loss {float(loss[n]):.9g}, reference "
+            details.append(f"{sample_text(case, n)}: loss {float(loss[n]):.9g}, reference "
                            f"{prep.ref_loss[n]:.9g}")
         if bad.size > _MAX_SAMPLES:
             details.append(f"... {bad.size} samples differ in all")
@@ -134,7 +190,7 @@ def _compare(row, case: Case, prep, loss, grad, label: str) -> Result:
         details.append(f"output: {bad.size} of {lerr.size} entries differ; worst at index "
                        f"{tuple(map(int, idx))}: {float(loss[idx]):.9g}, reference "
                        f"{prep.ref_loss[idx]:.9g}")
-    ge = 0.0
+    ge = None
     if grad is not None:
         grad, ref = np.asarray(grad, dtype=np.float64), prep.ref_grad
         if grad.shape != ref.shape:
@@ -153,13 +209,17 @@ def _compare(row, case: Case, prep, loss, grad, label: str) -> Result:
                     f"off by more than {grad_tol:g}; worst at index {tuple(map(int, idx))} of "
                     f"the activations {grad.shape}: {grad[idx]:.9g}, reference {ref[idx]:.9g}")
     le = float(lerr.max(initial=0.0))
-    return Result(case.name, label, le, ge, le <= loss_tol and ge <= grad_tol, details=details)
+    passed = le <= loss_tol and (ge is None or ge <= grad_tol)
+    impossible = [] if passed else \
+        _impossible(case, prep, loss, None if row.relative_grad else grad)
+    return Result(case.name, label, le, ge, passed, details=details, impossible=impossible,
+                  samples=samples)
 
 
-def _failure(case: Case, label: str, exc: BaseException) -> Result:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+def _failure(case: Case, label: str, exc: BaseException, prefix: str = "raised ") -> Result:
+    text = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:300]
     return Result(case.name, label, float("inf"), float("inf"), False, error=text,
-                  details=[f"raised {text}"])
+                  details=[f"{prefix}{text}"])
 
 
 def available_memory() -> float:
@@ -239,13 +299,23 @@ def load_impl(spec: str) -> Callable:
             raise CTCValueError(f"no Python file {target}")
         module = module_from_spec(mod_spec)
         sys.modules.setdefault(path.stem, module)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:  # the file itself fails: its first line, exit 2
+            raise CTCValueError(f"--impl {spec}: importing {target} raised "
+                                f"{type(exc).__name__}: {exc}") from None
     else:
         if "" not in sys.path:  # a console script does not see the current directory
             sys.path.insert(0, "")
-        module = importlib.import_module(target)
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:  # a usage error, not a crash: one line, exit 2
+            raise CTCValueError(f"--impl {spec}: cannot import {target!r} ({exc})") from None
     fn = module
     for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise CTCValueError(f"--impl {spec}: {getattr(fn, '__name__', target)} has no "
+                                f"attribute {part!r}")
         fn = getattr(fn, part)
     if not callable(fn):
         raise CTCValueError(f"{spec} is not callable")
@@ -357,41 +427,53 @@ def check_impl(fn: Callable, row, case: Case, fw: str, device: str = "",
 # --------------------------------------------------------------------------
 
 
+def matrix_plan(rows, frameworks: list[str], native: bool = False) -> list[tuple]:
+    """(row, is_native, framework) for every cell the matrix runs, in order."""
+    rows = [row for row in rows if row.available()]
+    plan = [(row, False) for row in rows] + ([(row, True) for row in rows] if native else [])
+    return [(row, is_native, fw) for row, is_native in plan for fw in frameworks
+            if fw in (row.native_frameworks if is_native else row.frameworks)]
+
+
+def worst_grad(results) -> float | None:
+    """The worst measured gradient error; None when no result measured one."""
+    measured = [r.grad_error for r in results if r.grad_error is not None]
+    return max(measured) if measured else None
+
+
 def run_matrix(cases: list[Case], rows, frameworks: list[str], native: bool = False,
                progress: Callable[[str], None] | None = None) -> list[dict]:
     """Every row (and with `native` every native) on every framework in `frameworks`
     that it runs on: one dict per row, ``{signature, native, cells: {fw: cell}}`` with
-    ``cell = {passed, loss_error, grad_error, cases, failed_cases, results}``."""
+    ``cell = {passed, loss_error, grad_error, cases, failed_cases, results}`` (grad_error
+    None where no gradient was measured: numpy arrays).  `progress` is called once per
+    case run (``len(matrix_plan(...)) * len(cases)`` calls)."""
     cache: dict = {}
-    rows = [row for row in rows if row.available()]
-    plan = [(row, False) for row in rows] + ([(row, True) for row in rows] if native else [])
-    matrix = []
-    for row, is_native in plan:
-        runs_on = row.native_frameworks if is_native else row.frameworks
-        cells = {}
-        for fw in frameworks:
-            if fw not in runs_on:
-                continue
-            start = time.perf_counter()
-            results = []
-            for i, case in enumerate(cases):
-                if progress is not None:
-                    progress(f"{'native ' if is_native else ''}{row.name} on {fw}: "
-                             f"[{i + 1}/{len(cases)}] {case.name}")
-                r = check_signature(row, case, fw, is_native, cache)
-                if r is not None:
-                    results.append(r)
-            skipped = [r for r in results if r.skipped]
-            results = [r for r in results if not r.skipped]
-            cells[fw] = dict(
-                passed=all(r.passed for r in results),
-                loss_error=max((r.loss_error for r in results), default=0.0),
-                grad_error=max((r.grad_error for r in results), default=0.0),
-                cases=len(results), failed_cases=[r.case for r in results if not r.passed],
-                not_run=[dict(case=r.case, reason=r.skipped) for r in skipped],
-                seconds=round(time.perf_counter() - start, 3),
-                results=[r.__dict__ for r in results],
-            )
-        matrix.append(dict(signature=("native " if is_native else "") + row.name,
-                           native=is_native, cells=cells))
+    available = [row for row in rows if row.available()]
+    matrix = [dict(signature=("native " if is_native else "") + row.name, native=is_native,
+                   cells={})
+              for is_native in ((False, True) if native else (False,)) for row in available]
+    by_row = {(m["signature"].replace("native ", "", 1), m["native"]): m for m in matrix}
+    for row, is_native, fw in matrix_plan(rows, frameworks, native):
+        key = (row.name, is_native)
+        start = time.perf_counter()
+        results = []
+        for i, case in enumerate(cases):
+            if progress is not None:
+                progress(f"{'native ' if is_native else ''}{row.name} on {fw}: "
+                         f"[{i + 1}/{len(cases)}] {case.name}")
+            r = check_signature(row, case, fw, is_native, cache)
+            if r is not None:
+                results.append(r)
+        skipped = [r for r in results if r.skipped]
+        results = [r for r in results if not r.skipped]
+        by_row[key]["cells"][fw] = dict(
+            passed=all(r.passed for r in results),
+            loss_error=max((r.loss_error for r in results), default=0.0),
+            grad_error=worst_grad(results),
+            cases=len(results), failed_cases=[r.case for r in results if not r.passed],
+            not_run=[dict(case=r.case, reason=r.skipped) for r in skipped],
+            seconds=round(time.perf_counter() - start, 3),
+            results=[r.__dict__ for r in results],
+        )
     return matrix

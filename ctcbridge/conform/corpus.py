@@ -335,6 +335,79 @@ def load(path=None) -> list[Case]:
     return cases
 
 
+KNOWN_ANSWERS = DATA_DIR / "known_answers.json"
+KNOWN_ANSWER_TAG = "known-answer"
+
+
+def _known_answer_case(entry: dict) -> Case:
+    """One entry of known_answers.json as a canonical Case: the inputs converted the way
+    its source feeds them to its own CTC function (float32, ``log`` of published
+    probabilities, taken as logits), time-major, padded frames appended as published,
+    labels padded with the blank."""
+    x = np.asarray(entry["activations"], dtype=entry["source_dtype"])
+    if entry["transform"] == "log":
+        x = np.log(x)
+    elif entry["transform"] != "none":
+        raise CTCValueError(f"known answer {entry['name']}: unknown transform "
+                            f"{entry['transform']!r}")
+    x = x.astype(np.float64)
+    if entry["layout"] == "NTC":
+        x = x.transpose(1, 0, 2)
+    pad = entry.get("padding")
+    if pad:
+        x = np.concatenate([x, np.full((pad["frames"],) + x.shape[1:], float(pad["value"]))])
+    lengths = np.asarray(entry["label_lengths"], dtype=np.int64)
+    blank = int(entry["blank"])
+    if entry.get("labels_format") == "concatenated":
+        flat = np.asarray(entry["labels"], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        seqs = [flat[s:s + n] for s, n in zip(starts, lengths)]
+    else:
+        seqs = [np.asarray(seq, dtype=np.int64) for seq in entry["labels"]]
+    labels = np.full((len(seqs), max([0] + [len(q) for q in seqs])), blank, dtype=np.int64)
+    for n, seq in enumerate(seqs):
+        labels[n, :len(seq)] = seq
+    prov = entry["provenance"]
+    return Case(f"{KNOWN_ANSWER_TAG}-{entry['name']}", x, labels,
+                np.asarray(entry["input_lengths"], dtype=np.int64), lengths, blank,
+                entry["reference_inputs"], (KNOWN_ANSWER_TAG,),
+                f"published by {prov['repository']} ({prov['path']}, {prov['test']}): "
+                f"{entry['description']}")
+
+
+def known_answer_cases(path=None) -> list[Case]:
+    """The known answers from outside (``ctcbridge/data/known_answers.json``: TensorFlow's
+    testBasic, warp-ctc's small_test and options_test, with their provenance) as corpus
+    cases tagged ``known-answer``, with the float64 reference's results.
+
+    They are read from the JSON at load time rather than stored in the versioned
+    ``.npz``: the JSON is the one record of the published values and where they come
+    from (tests/test_known_answers.py checks the reference reproduces them), the cases
+    are tiny (T <= 7), and adding a source then needs no new corpus version."""
+    doc = json.loads(Path(path or KNOWN_ANSWERS).read_text())
+    cases = [_known_answer_case(entry) for entry in doc["cases"]]
+    for case in cases:
+        case.reference()
+    return cases
+
+
+def shipped_cases() -> list[Case]:
+    """What ``ctcbridge conform`` runs by default: the shipped corpus, then the known
+    answers."""
+    return load() + known_answer_cases()
+
+
+def select(cases: list[Case], texts) -> list[Case]:
+    """The cases whose name or one of whose tags contains one of `texts` (``-k``)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    chosen = [c for c in cases if any(k in c.name or any(k in t for t in c.tags)
+                                      for k in texts)]
+    if not chosen:
+        raise CTCValueError(f"no corpus case matches {list(texts)}")
+    return chosen
+
+
 def corpus_version(path=None) -> int:
     """The version recorded in a corpus file (default: the shipped one)."""
     with np.load(corpus_path() if path is None else path, allow_pickle=False) as data:

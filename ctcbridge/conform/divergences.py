@@ -39,6 +39,116 @@ def divergence_ids(signature: str) -> list:
     return [e["id"] for entries in _by_signature(signature).values() for e in entries]
 
 
+# ---- which divergence explains a failing native case ("when" in divergences.json) ----
+#
+# An entry's "when" is null (no corpus case can show it: out-of-range labels, fractional
+# paddings...) or an object whose keys must all hold for the case and the native's result:
+#   has: [feature, ...]         the case has every one of these FEATURES
+#   has_any: [feature, ...]     the case has at least one
+#   log_softmax_below: x        some used frame has a log-softmax value below x (underflow)
+#   loss_above: x               some sample's finite reference loss exceeds x
+#   differs_in: "gradient"      the loss is within tolerance, the gradient is not
+#   within: {loss: a, grad: b}  the errors are at most these (a precision drift, no more)
+
+def _used(case):
+    """(T, N) mask of the frames each sample uses."""
+    import numpy as np
+
+    return np.arange(case.shape[0])[:, None] < case.input_lengths[None, :]
+
+
+def _feature_tests():
+    import numpy as np
+
+    def used_values(case):
+        return case.activations[_used(case)]
+
+    def no_alignment(case):
+        return np.isposinf(case.reference()[0])
+
+    return {
+        "-inf-inputs": lambda c: bool(np.isneginf(used_values(c)).any()),
+        "+inf-inputs": lambda c: bool(np.isposinf(used_values(c)).any()),
+        "nan-inputs": lambda c: bool(np.isnan(used_values(c)).any()),
+        "-inf-frame": lambda c: bool(np.isneginf(used_values(c)).all(-1).any()),
+        "no-alignment": lambda c: bool(no_alignment(c).any()),
+        "no-alignment-padding-frames": lambda c: bool(
+            (no_alignment(c) & (c.input_lengths < c.shape[0])).any()),
+        "empty-label": lambda c: bool((c.label_lengths == 0).any()),
+        "all-labels-empty": lambda c: bool((c.label_lengths == 0).all()),
+        "label-width-0": lambda c: c.labels.shape[1] == 0,
+        "zero-frames": lambda c: bool((c.input_lengths == 0).any()),
+        "zero-frames-empty-label": lambda c: bool(
+            ((c.input_lengths == 0) & (c.label_lengths == 0)).any()),
+        "padding-frames": lambda c: bool((c.input_lengths < c.shape[0]).any()),
+    }
+
+
+FEATURES = tuple(_feature_tests())
+
+
+def case_features(case) -> set:
+    """The FEATURES `case` has (see divergences.json's "when")."""
+    return {name for name, test in _feature_tests().items() if test(case)}
+
+
+def _holds(when: dict, case, result: dict, features: set) -> bool:
+    import numpy as np
+
+    from .compare import TOLERANCES
+
+    loss_tol, grad_tol = TOLERANCES["float32"]
+    for key, value in when.items():
+        if key == "has" and not set(value) <= features:
+            return False
+        if key == "has_any" and not set(value) & features:
+            return False
+        if key == "log_softmax_below":
+            from .._numerics import log_softmax
+
+            with np.errstate(all="ignore"):
+                x = case.activations if case.inputs == "log_probs" else \
+                    log_softmax(case.activations)
+            used = x[_used(case)]
+            if not (used[np.isfinite(used)] < value).any():
+                return False
+        if key == "loss_above":
+            loss = case.reference()[0]
+            if not (loss[np.isfinite(loss)] > value).any():
+                return False
+        if key == "differs_in" and value == "gradient" and not (
+                result["loss_error"] <= loss_tol and not result.get("error")):
+            return False
+        if key == "within":
+            grad = result["grad_error"]
+            if result.get("error") or result["loss_error"] > value["loss"] or \
+                    (grad is not None and grad > value["grad"]):
+                return False
+    return True
+
+
+def when_text(when: dict) -> str:
+    """A "when" condition in one line: ``has -inf-inputs; differs_in gradient``."""
+    parts = []
+    for key, value in when.items():
+        if isinstance(value, list):
+            value = " ".join(value)
+        elif isinstance(value, dict):
+            value = " ".join(f"{k} <= {v:g}" for k, v in value.items())
+        parts.append(f"{key} {value}")
+    return "; ".join(parts)
+
+
+def explain_case(signature: str, case, result: dict) -> list:
+    """The ids of the divergences of `signature` whose "when" holds for `case` and the
+    native's `result` (a Result's dict); empty: the failure is unexplained."""
+    if not isinstance(result, dict):
+        result = result.__dict__
+    features = case_features(case)
+    return [e["id"] for entries in _by_signature(signature).values() for e in entries
+            if e.get("when") is not None and _holds(e["when"], case, result, features)]
+
+
 _LABELS = (("case", "case"), ("native", "native"), ("ours", "ours"), ("reason", "reason"),
            ("test", "kept true by"))
 
@@ -54,6 +164,10 @@ def divergences_text(signature: str | None = None, width: int = 100) -> str:
             lines.append(f"  {e['id']}")
             for key, label in _LABELS:
                 lines.extend(textwrap.wrap(e[key], width, initial_indent=f"    {label + ':':<14}",
+                                           subsequent_indent=" " * 18))
+            if e.get("when"):  # what conform matches a failing native case against
+                lines.extend(textwrap.wrap(when_text(e["when"]), width,
+                                           initial_indent=f"    {'explains:':<14}",
                                            subsequent_indent=" " * 18))
         lines.append("")
     return "\n".join(lines) if lines else "no divergences recorded\n"
@@ -71,6 +185,8 @@ def divergences_markdown() -> str:
             for key, label in _LABELS[1:]:
                 value = f"`{e[key]}`" if key == "test" else e[key]
                 out.append(f"  - *{label}*: {value}")
+            if e.get("when"):
+                out.append(f"  - *explains a failing native case when*: `{when_text(e['when'])}`")
         out.append("")
     out.append(DOCS_END)
     return "\n".join(out) + "\n"
