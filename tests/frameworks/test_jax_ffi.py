@@ -129,3 +129,20 @@ def test_too_large_batch_refused_while_tracing():
                jax.ShapeDtypeStruct((B, S), np.int32), jax.ShapeDtypeStruct((B, S), FLOAT))
     with pytest.raises(EngineMemoryError, match="GiB"):
         jax.jit(_value_and_grad(0)).lower(*structs)
+
+
+def test_forward_mode_is_the_custom_call():
+    """jax.jvp under jit keeps the custom call (one engine call giving the losses and
+    the gradient, the tangent as <gradient, tangent>) and matches the numpy path."""
+    blank, args = _args(6)
+    tangent = jnp.asarray(np.random.default_rng(6).standard_normal(args[0].shape).astype(FLOAT))
+    f = lambda z: co.ctc_loss(z, *args[1:], blank_id=blank)  # noqa: E731
+    jvp = jax.jit(lambda z, t: jax.jvp(f, (z,), (t,)))
+    text = jvp.lower(args[0], tangent).as_text()
+    assert text.count("@ctcbridge_ctc_loss") == 1
+    losses, tangent_out = jvp(args[0], tangent)
+    eager_losses, eager_grad = run(make("optax.ctc_loss", blank, -1e5),
+                                   *[np.asarray(a) for a in args])
+    close(np.asarray(losses), np.asarray(eager_losses), 0, 1e-6 if X64 else 1e-5)
+    expected = (np.asarray(eager_grad, np.float64) * np.asarray(tangent, np.float64)).sum((1, 2))
+    close(np.asarray(tangent_out), expected, 1e-5, 1e-4)
