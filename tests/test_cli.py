@@ -339,3 +339,13 @@ def test_a_native_that_would_exhaust_memory_is_not_run():
     cell = entry["cells"]["torch"]
     assert cell["passed"] and cell["cases"] == 0 and len(cell["not_run"]) == 2
     assert "would need about" in cell["not_run"][0]["reason"]
+
+
+@pytest.mark.parametrize("command", [[], ["conform"], ["explain"]])
+def test_help_is_plain_text(command, capsys):
+    """--help shows no reST markup (``quotes``, :roles:)."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert "usage: ctcbridge" in out
+    assert "``" not in out and ":class:" not in out and ":func:" not in out
