@@ -129,12 +129,29 @@ def _custom_call(call: CTCCall, x, aux, want_grad: bool):
                                       default=lambda: _callback(call, x, aux, want_grad))
 
 
+# XLA's CPU client aliases a host buffer instead of copying it when it is aligned so
+_XLA_ALIGNMENT = 64
+
+
+def _from_host(arr: np.ndarray, dtype):
+    """An engine result as a jax array: the numpy buffer itself where XLA can alias it
+    (``device_put`` of a C-contiguous, 64-byte aligned array of the right dtype on
+    the CPU: no copy), else one copy.  The result is ours alone, never written again."""
+    arr = np.asarray(arr)
+    if (arr.dtype == dtype and arr.flags.c_contiguous
+            and arr.ctypes.data % _XLA_ALIGNMENT == 0):
+        return jax.device_put(arr)
+    return jnp.asarray(arr, dtype)  # unaligned: jnp's copy is cheaper than device_put's
+
+
 def _engine(call: CTCCall, x, aux, want_grad: bool):
     dtype = x.dtype
     if _is_concrete(x, *aux):
+        # np.asarray of a CPU jax.Array is a read-only view of its buffer: the engine
+        # reads the activations in place (a device array is copied to the host once)
         losses, grad = run(call, np.asarray(x), *[np.asarray(a) for a in aux],
                            want_grad=want_grad, bridge=BRIDGE)
-        return jnp.asarray(losses, dtype), (jnp.asarray(grad, dtype) if want_grad else None)
+        return _from_host(losses, dtype), (_from_host(grad, dtype) if want_grad else None)
     done = _custom_call(call, x, aux, want_grad)
     losses, grad = done if done is not None else _callback(call, x, aux, want_grad)
     return _vary_like(x, losses), (None if grad is None else _vary_like(x, grad))
