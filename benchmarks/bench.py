@@ -456,7 +456,7 @@ Target: at most 1.2x.
   that time with the whole overhead budget (0.2x the raw call). Where the floor alone
   exceeds the budget (eager JAX and eager TensorFlow), no adapter in that mode can meet
   1.2x: the eager rows are reported as measured, not bent.
-- Eager JAX copies nothing: a concrete call reads the jax array in place (numpy's view
+- Eager JAX copies no activations: a concrete call reads the jax array in place (numpy's view
   of its buffer), and a differentiated one runs the custom call under the bridge's own
   `jax.jit`. What remains above the floor is JAX's eager differentiation around that
   jit (the JVP rule, partial evaluation and transpose, each dispatched from Python).
