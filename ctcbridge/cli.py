@@ -389,7 +389,9 @@ def _add_conform(sub) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ctcbridge", description=__doc__.splitlines()[0],
+    # the docstring's first line without its reST quotes (``ctcbridge``): --help is plain text
+    parser = argparse.ArgumentParser(prog="ctcbridge",
+                                     description=__doc__.splitlines()[0].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--version", action="store_true", help="print package and engine versions")

@@ -89,3 +89,9 @@ def chainer_invalid_type(msg: str, expect: str, actual: str) -> CTCTypeError:
         ChainerInvalidType.__module__ = __name__
         _chainer_invalid_type = ChainerInvalidType
     return _chainer_invalid_type(msg, expect, actual)
+
+
+class CTCSecondDerivativeError(CTCError, NotImplementedError):
+    """A second derivative of the loss was asked for (the Hessian, jvp of grad): the
+    engine gives the exact first derivative only, and ctcbridge refuses rather than
+    return a detached or wrong one."""

@@ -33,13 +33,19 @@ gradient of an infeasible sample, a batch whose labels are all empty) or
 any numeric dtype (MXNet: float32 data and data_lengths, label_lengths of the
 labels' dtype).
 
+The generated operators' ``out``, ``name`` and ``attr`` are accepted with their
+meaning on MXNet arrays: ``out=`` writes into the given NDArray, ``name`` names
+a Symbol's output (``<name>_output``), ``attr`` sets Symbol attributes.
+
 ``WarpCTC(data, label, label_length=0, input_length=0)`` mirrors the WarpCTC
 plugin (``mx.sym.WarpCTC``, not in the 1.9.1 wheel): ``data`` (T*N, C) logits,
 row ``t*N + n``; ``label`` flat integers, ``label_length`` per sample, where
 every 0 (the blank, also the padding) is removed wherever it is; all samples
 use ``input_length`` frames.  The output is ``softmax(data)`` and the
 backward writes ``softmax - gamma`` (0 for a sample without an alignment).  On
-MXNet arrays the head gradient is ignored, as in the plugin; on other
+MXNet arrays the head gradient is ignored, as in the plugin (the op declares
+itself a loss: a Symbol or ``mx.mod.Module`` ending in it trains without head
+gradients, e.g. ``Module.fit``); on other
 frameworks the gradient of ``out`` is ``(softmax - gamma) * head``
 elementwise, so ``out.sum()`` (or a head of ones) gives the plugin's gradient.
 
@@ -58,7 +64,7 @@ from ._bridges import bridge_for
 from ._contract import CTCCall, Prepared, as_int, factory, integral, make, reraise_as, shape_of
 from ._natives import warpctc
 from ._numerics import softmax
-from .errors import CTCRuntimeError
+from .errors import CTCRuntimeError, CTCTypeError
 
 __all__ = ["ctc_loss", "CTCLoss", "WarpCTC"]
 
@@ -158,7 +164,7 @@ def _check_flags(data_lengths, label_lengths, use_data_lengths, use_label_length
 
 
 def _ctc(data, label, data_lengths, label_lengths, *, blank_last, layout="TNC",
-         label_layout="NT"):
+         label_layout="NT", operator_args=None):
     """The loss on the data's framework; lengths None = not used."""
     use_dl, use_ll = data_lengths is not None, label_lengths is not None
     shape = shape_of(data)
@@ -167,19 +173,41 @@ def _ctc(data, label, data_lengths, label_lengths, *, blank_last, layout="TNC",
     call = make("mxnet.ctc_loss", bool(blank_last), use_dl, use_ll, layout, label_layout)
     aux = [label] + [a for a in (data_lengths, label_lengths) if a is not None]
     bridge = bridge_for(data, *aux)
-    return bridge.ctc(call, data, aux)
+    return _with_operator_args(bridge, lambda: bridge.ctc(call, data, aux),
+                               **(operator_args or {}))
+
+
+def _with_operator_args(bridge, build, name=None, attr=None, out=None):
+    """``build()`` given MXNet's generated-operator arguments ``name``, ``attr`` and
+    ``out``, which a bridge offering ``with_operator_args`` (MXNet's) applies.  On
+    other frameworks' arrays ``name`` and ``attr`` have nothing to name (as
+    ``name`` on NDArrays) and are ignored; ``out`` is refused."""
+    if attr is not None and not isinstance(attr, dict):
+        raise _ERR(f"attr must be a dict of strings, got {type(attr).__name__}")
+    apply = getattr(bridge, "with_operator_args", None)  # a capability, like `converts`
+    if apply is not None:
+        return apply(build, name=name, attr=attr, out=out)
+    if out is not None:
+        raise CTCTypeError("out= writes into an MXNet NDArray, and the inputs are "
+                           "arrays of another framework here: use the returned array")
+    return build()
 
 
 @reraise_as(CTCRuntimeError)
 def ctc_loss(data, label, data_lengths=None, label_lengths=None, use_data_lengths=False,
-             use_label_lengths=False, blank_label="first"):
-    """``mx.nd.contrib.ctc_loss`` with ctcbridge's engine (see the module doc); (N,)."""
+             use_label_lengths=False, blank_label="first", out=None, name=None, attr=None):
+    """``mx.nd.contrib.ctc_loss`` with ctcbridge's engine (see the module doc); (N,).
+
+    ``out``, ``name`` and ``attr`` are the generated operators' arguments: ``out``
+    an NDArray the result is written into (and returned), ``name`` the Symbol's
+    name, ``attr`` a dict of Symbol attributes (``mx.AttrScope``'s)."""
     if blank_label not in _BLANKS:
         raise _ERR(f"Invalid Input: {blank_label!r}, valid values are: {{'first', 'last'}} "
                    "(blank_label)")
     use_data_lengths, use_label_lengths = bool(use_data_lengths), bool(use_label_lengths)
     _check_flags(data_lengths, label_lengths, use_data_lengths, use_label_lengths)
-    return _ctc(data, label, data_lengths, label_lengths, blank_last=blank_label == "last")
+    return _ctc(data, label, data_lengths, label_lengths, blank_last=blank_label == "last",
+                operator_args=dict(name=name, attr=attr, out=out))
 
 
 CTCLoss = ctc_loss  # MXNet's alias (mx.nd.contrib.CTCLoss is the same operator)
@@ -245,9 +273,10 @@ def _warpctc_call(label_length, input_length):
 
 
 @reraise_as(CTCRuntimeError)
-def WarpCTC(data, label, label_length=0, input_length=0):
+def WarpCTC(data, label, label_length=0, input_length=0, name=None, attr=None, out=None):
     """MXNet's WarpCTC plugin with ctcbridge's engine (see the module doc): returns
-    ``softmax(data)``, (T*N, C); its backward gives ``softmax - gamma``."""
+    ``softmax(data)``, (T*N, C); its backward gives ``softmax - gamma``.  ``name``,
+    ``attr`` and ``out`` as for :func:`ctc_loss` (the order of ``mx.sym.WarpCTC``)."""
     label_length = as_int(label_length, "label_length")
     input_length = as_int(input_length, "input_length")
     if label_length < 0:
@@ -259,8 +288,12 @@ def WarpCTC(data, label, label_length=0, input_length=0):
         raise _ERR(f"input data shape should be 2 (t*n, p), got shape {shape}")
     call = make("mxnet.WarpCTC", label_length, input_length)
     bridge = bridge_for(data, label)
-    flat = bridge.reshape(data, (-1, 1))
-    # the values travel as an aux array too (a reshaped copy: TF's custom_gradient
-    # refuses functions that read a tf.Variable)
-    values = bridge.reshape_like(data, data)
-    return bridge.reshape_like(bridge.ctc(call, flat, [values, label]), data)
+
+    def build():
+        flat = bridge.reshape(data, (-1, 1))
+        # the values travel as an aux array too (a reshaped copy: TF's custom_gradient
+        # refuses functions that read a tf.Variable)
+        values = bridge.reshape_like(data, data)
+        return bridge.reshape_like(bridge.ctc(call, flat, [values, label]), data)
+
+    return _with_operator_args(bridge, build, name=name, attr=attr, out=out)

@@ -408,3 +408,11 @@ def test_matrix_picture(tmp_path):
     assert sum(t.startswith("pass (") and t[6].isdigit() for t in texts if t) == \
         len(report["signatures"]) - 2
     assert cell_state(None) == ("", "-")
+@pytest.mark.parametrize("command", [[], ["conform"], ["explain"]])
+def test_help_is_plain_text(command, capsys):
+    """--help shows no reST markup (``quotes``, :roles:)."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert "usage: ctcbridge" in out
+    assert "``" not in out and ":class:" not in out and ":func:" not in out

@@ -1,4 +1,4 @@
-"""The JAX bridge: ``jax.custom_vjp`` around the engine.
+"""The JAX bridge: ``jax.custom_jvp`` around the engine.
 
 With concrete arrays the engine runs directly (errors keep their types).
 Under tracing (``jax.jit``, ``grad``, ``vmap``) there are two routes:
@@ -15,7 +15,10 @@ Under tracing (``jax.jit``, ``grad``, ``vmap``) there are two routes:
 - ``jax.pure_callback`` (``vmap_method="sequential"``) around the numpy path:
   every other signature, other platforms and dtypes, and the cases above.
 
-``jax.grad`` uses the engine's own gradient either way.
+Derivatives use the engine's own gradient either way: ``jax.jvp`` and
+``jacfwd`` through the JVP rule (the loss is linear in its tangent given the
+gradient), ``jax.grad``, ``vjp`` and ``jacrev`` through JAX's transpose of that
+rule.  Second derivatives raise ``CTCSecondDerivativeError``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .. import _compute, _engine as _lib, _threads
 from .._options import EngineOptions
 from .._contract import CTCCall, run, shape_of
 from .._numerics import logsumexp
+from ..errors import CTCSecondDerivativeError
 from .base import Bridge
 
 
@@ -125,12 +129,29 @@ def _custom_call(call: CTCCall, x, aux, want_grad: bool):
                                       default=lambda: _callback(call, x, aux, want_grad))
 
 
+# XLA's CPU client aliases a host buffer instead of copying it when it is aligned so
+_XLA_ALIGNMENT = 64
+
+
+def _from_host(arr: np.ndarray, dtype):
+    """An engine result as a jax array: the numpy buffer itself where XLA can alias it
+    (``device_put`` of a C-contiguous, 64-byte aligned array of the right dtype on
+    the CPU: no copy), else one copy.  The result is ours alone, never written again."""
+    arr = np.asarray(arr)
+    if (arr.dtype == dtype and arr.flags.c_contiguous
+            and arr.ctypes.data % _XLA_ALIGNMENT == 0):
+        return jax.device_put(arr)
+    return jnp.asarray(arr, dtype)  # unaligned: jnp's copy is cheaper than device_put's
+
+
 def _engine(call: CTCCall, x, aux, want_grad: bool):
     dtype = x.dtype
     if _is_concrete(x, *aux):
+        # np.asarray of a CPU jax.Array is a read-only view of its buffer: the engine
+        # reads the activations in place (a device array is copied to the host once)
         losses, grad = run(call, np.asarray(x), *[np.asarray(a) for a in aux],
                            want_grad=want_grad, bridge=BRIDGE)
-        return jnp.asarray(losses, dtype), (jnp.asarray(grad, dtype) if want_grad else None)
+        return _from_host(losses, dtype), (_from_host(grad, dtype) if want_grad else None)
     done = _custom_call(call, x, aux, want_grad)
     losses, grad = done if done is not None else _callback(call, x, aux, want_grad)
     return _vary_like(x, losses), (None if grad is None else _vary_like(x, grad))
@@ -173,22 +194,49 @@ def _callback(call: CTCCall, x, aux, want_grad: bool):
     return jax.pure_callback(callback, shapes, x, *aux, vmap_method="sequential"), None
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
+# The loss is a ``jax.custom_jvp``: given the engine's gradient G, the loss is
+# linear in its tangent, d loss[n] = <G[n], dx[n]>.  Forward mode (``jax.jvp``,
+# ``jacfwd``) uses that rule directly; reverse mode (``grad``, ``vjp``, ``jacrev``)
+# is JAX's transpose of the same linear map (the cotangent g[n] times G[n]), with
+# the engine run once, in the forward, for the losses and G together.
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _ctc(call, x, *aux):
     return _engine(call, x, aux, want_grad=False)[0]
 
 
-def _ctc_fwd(call, x, *aux):
-    losses, grad = _engine(call, x, aux, want_grad=True)
-    return losses, (grad, aux)
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _ctc_and_grad(call, x, *aux):
+    """(losses, the engine's gradient): the rule's residual, whose own derivative
+    (a second derivative of the loss) is refused in its rule below."""
+    return _engine(call, x, aux, want_grad=True)
 
 
-def _ctc_bwd(call, residuals, g):
-    grad, aux = residuals
-    return (BRIDGE.scale_per_sample(grad, g, call.batch_axis),) + tuple(None for _ in aux)
+@_ctc_and_grad.defjvp
+def _ctc_and_grad_jvp(call, primals, tangents):
+    raise CTCSecondDerivativeError(
+        "ctcbridge computes first derivatives of the CTC loss only: a second derivative "
+        "(jax.hessian, a jvp or grad of the gradient) is not implemented; use optax.ctc_loss "
+        "where second derivatives are needed")
 
 
-_ctc.defvjp(_ctc_fwd, _ctc_bwd)
+def _per_sample_dot(grad, tangent, batch_axis, shape):
+    """sum over each sample's entries of grad * tangent: the losses' tangent."""
+    prod = grad * tangent.astype(grad.dtype)
+    axes = tuple(i for i in range(prod.ndim) if i != batch_axis)
+    return prod.sum(axis=axes).reshape(shape)
+
+
+@_ctc.defjvp
+def _ctc_jvp(call, primals, tangents):
+    x, *aux = primals
+    losses, grad = _ctc_and_grad(call, x, *aux)
+    # the paddings' and lengths' tangents are ignored: the loss is piecewise constant
+    # in them (the divergence optax-padding-gradient)
+    dx = tangents[0]
+    return losses, _vary_like(losses, _per_sample_dot(grad, dx, call.batch_axis,
+                                                         losses.shape))
 
 
 _jitted: dict = {}

@@ -20,6 +20,7 @@ import mxnet as mx
 import numpy as np
 
 from .._contract import CTCCall, call_of as _get, run
+from ..errors import CTCTypeError
 from .base import Bridge
 from .numpy import BRIDGE as NUMPY
 
@@ -96,19 +97,26 @@ class _CustomCTC(mx.operator.CustomOp):
 
 @mx.operator.register(_OP_TYPE)
 class _CustomCTCProp(mx.operator.CustomOpProp):
-    """Parameters (strings): ``key``, the call's key; ``n_aux``; ``head_grad``."""
+    """Parameters (strings): ``key``, the call's key; ``n_aux``; ``head_grad``; and the
+    Symbol's attributes, which MXNet passes along."""
 
-    def __init__(self, key, n_aux, head_grad="1"):
-        super().__init__(need_top_grad=True)
+    def __init__(self, key, n_aux, head_grad="1", **symbol_attributes):
+        # MXNet hands a Custom op's Symbol attributes (``attr=``, ``mx.AttrScope``:
+        # ``__ctx_group__``, ``__lr_mult__``...) to its Prop with the parameters:
+        # they are MXNet's, not the op's
+        # head_grad="0" (WarpCTC): the backward ignores the head gradient, so the op
+        # declares itself a loss (no top gradient): a Symbol or Module graph ending
+        # in it trains without head gradients, as MXNet's WarpCTC plugin did
+        self._head_grad = head_grad == "1"
+        super().__init__(need_top_grad=self._head_grad)
         self._key = key
         self._n_aux = int(n_aux)
-        self._head_grad = head_grad == "1"
 
     def list_arguments(self):
         return ["data"] + [f"aux{i}" for i in range(self._n_aux)]
 
     def list_outputs(self):
-        return ["loss", "grad"]  # the gradient rides along as a hidden output
+        return ["output", "grad"]  # the gradient rides along as a hidden output
 
     def infer_shape(self, in_shape):
         data = tuple(in_shape[0])
@@ -140,6 +148,26 @@ class MXNetBridge(Bridge):
         fixed = [None if isinstance(a, mx.nd.NDArray) else np.asarray(a) for a in aux]
         nd_aux = [a for a in aux if isinstance(a, mx.nd.NDArray)]
         return _EagerCTC(call, call.head_grad, fixed)(x, *nd_aux)
+
+    def with_operator_args(self, build, *, name=None, attr=None, out=None):
+        """``build()`` with the arguments of MXNet's generated operators: ``attr``
+        (a dict of strings) on every node the call creates (``mx.AttrScope``);
+        ``name`` names a Symbol's output (``<name>_output``; NDArray operators
+        ignore it); ``out``, an NDArray, receives the result, which is returned."""
+        scope = mx.AttrScope(**{k: str(v) for k, v in (attr or {}).items()})
+        with scope:
+            result = build()
+            if _is_symbol(result):
+                if name is not None:
+                    result = mx.sym.identity(result, name=name)
+                return result
+        if out is not None:
+            if not isinstance(out, mx.nd.NDArray):
+                raise CTCTypeError(f"out must be an NDArray, got {type(out).__name__}")
+            # an operator writing into `out`: recorded by autograd like the native's
+            mx.nd.identity(result, out=out)
+            return out
+        return result
 
     def asarray(self, x, like=None):
         if isinstance(x, (mx.nd.NDArray, mx.sym.Symbol)):

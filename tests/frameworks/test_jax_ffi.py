@@ -129,3 +129,43 @@ def test_too_large_batch_refused_while_tracing():
                jax.ShapeDtypeStruct((B, S), np.int32), jax.ShapeDtypeStruct((B, S), FLOAT))
     with pytest.raises(EngineMemoryError, match="GiB"):
         jax.jit(_value_and_grad(0)).lower(*structs)
+
+
+def test_forward_mode_is_the_custom_call():
+    """jax.jvp under jit keeps the custom call (one engine call giving the losses and
+    the gradient, the tangent as <gradient, tangent>) and matches the numpy path."""
+    blank, args = _args(6)
+    tangent = jnp.asarray(np.random.default_rng(6).standard_normal(args[0].shape).astype(FLOAT))
+    f = lambda z: co.ctc_loss(z, *args[1:], blank_id=blank)  # noqa: E731
+    jvp = jax.jit(lambda z, t: jax.jvp(f, (z,), (t,)))
+    text = jvp.lower(args[0], tangent).as_text()
+    assert text.count("@ctcbridge_ctc_loss") == 1
+    losses, tangent_out = jvp(args[0], tangent)
+    eager_losses, eager_grad = run(make("optax.ctc_loss", blank, -1e5),
+                                   *[np.asarray(a) for a in args])
+    close(np.asarray(losses), np.asarray(eager_losses), 0, 1e-6 if X64 else 1e-5)
+    expected = (np.asarray(eager_grad, np.float64) * np.asarray(tangent, np.float64)).sum((1, 2))
+    close(np.asarray(tangent_out), expected, 1e-5, 1e-4)
+
+
+def test_eager_path_reads_and_returns_without_copies():
+    """The eager (concrete) path: the engine reads a CPU jax.Array in place (numpy's
+    view of its buffer), and an aligned result becomes a jax array without a copy."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 10, 5)).astype(FLOAT))
+    assert np.asarray(x).ctypes.data == x.unsafe_buffer_pointer()
+    buf = np.empty(4 * 10 * 5 * np.dtype(FLOAT).itemsize + 64, np.uint8)
+    offset = (-buf.ctypes.data) % 64
+    aligned = buf[offset: offset + 4 * 10 * 5 * np.dtype(FLOAT).itemsize].view(FLOAT)
+    aligned[:] = 1.0
+    out = bridge._from_host(aligned, np.dtype(FLOAT))
+    assert out.unsafe_buffer_pointer() == aligned.ctypes.data
+    unaligned = np.ones(7, np.float64)
+    converted = bridge._from_host(unaligned, np.dtype(FLOAT))
+    assert converted.dtype == FLOAT and np.asarray(converted).sum() == 7
+    # the eager call's results are those of the numpy path
+    args = [x, jnp.zeros((4, 10), FLOAT), jnp.asarray(np.array([[1, 2]] * 4, np.int32)),
+            jnp.zeros((4, 2), FLOAT)]
+    losses, grad = run(make("optax.ctc_loss", 0, -1e5), *[np.asarray(a) for a in args])
+    _, tangent = jax.jvp(lambda z: co.ctc_loss(z, *args[1:]), (x,), (jnp.ones_like(x),))
+    close(np.asarray(co.ctc_loss(*args)), losses, 1e-6, 1e-6)
+    close(np.asarray(tangent), np.asarray(grad, np.float64).sum((1, 2)), 1e-5, 1e-5)

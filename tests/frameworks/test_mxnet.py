@@ -83,11 +83,16 @@ def test_signature_parity():
     ours = inspect.signature(cm.ctc_loss).parameters
     native = inspect.signature(nd.contrib.ctc_loss).parameters
     names = list(ours)
-    assert names == list(native)[: len(names)]  # MXNet adds out, name, **kwargs
-    assert list(inspect.signature(mx.sym.contrib.ctc_loss).parameters)[: len(names)] == names
+    # the NDArray operator's parameters, then attr (the Symbol operator's); no **kwargs
+    assert names == list(native)[: len(names) - 1] + ["attr"]
+    # the Symbol operator orders the generated arguments name, attr, out
+    sym_names = list(inspect.signature(mx.sym.contrib.ctc_loss).parameters)
+    assert sym_names[:7] == names[:7] and set(sym_names[7:10]) == {"out", "name", "attr"}
     documented = _documented_defaults(nd.contrib.ctc_loss.__doc__)
     for name, p in ours.items():
-        if name in documented:  # generated defaults are _Null: compare with the doc
+        if name in ("out", "name", "attr"):
+            assert p.default is None
+        elif name in documented:  # generated defaults are _Null: compare with the doc
             assert str(int(p.default) if isinstance(p.default, bool) else p.default) == \
                 documented[name], name
         else:  # MXNet's generated signatures default every input to None
@@ -103,8 +108,9 @@ def test_signature_parity():
     # the WarpCTC plugin's arguments (data, label) and parameters (label_length,
     # input_length, both defaulting to 0); the plugin is not in the wheel
     warp = inspect.signature(cm.WarpCTC).parameters
-    assert list(warp) == ["data", "label", "label_length", "input_length"]
-    assert [p.default for p in warp.values()][2:] == [0, 0]
+    assert list(warp) == ["data", "label", "label_length", "input_length", "name", "attr",
+                          "out"]
+    assert [p.default for p in warp.values()][2:] == [0, 0, None, None, None]
 
 
 # --- contrib.ctc_loss against the native ---------------------------------------
@@ -628,3 +634,177 @@ def test_empty_batch():
     assert out.shape == (0,) and out.dtype == np.float32
     out = cg.CTCLoss()(np.zeros((0, 5, 4), np.float32), np.zeros((0, 2), np.float32))
     assert out.shape == (0,)
+
+
+# --- item: WarpCTC in a Module, the generated operators' name/attr/out ---------------
+
+
+def _ocr_batch(seed=3, T=12, N=4, F=5, C=6, L=3):
+    """Features (N, T, F) and labels (N, L) with trailing 0 padding, batch-major as the
+    OCR example's iterator gives them (the same labels for WarpCTC and contrib.ctc_loss)."""
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((N, T, F)).astype(np.float32)
+    labels = np.zeros((N, L), np.float32)
+    for n in range(N):
+        k = int(rng.integers(1, L + 1))
+        labels[n, :k] = rng.integers(1, C, k)
+    return feats, labels, (T, N, F, C, L)
+
+
+def _module(loss, feats, labels, dims):
+    """Frames laid out as the OCR example lays them ((T*N, F), row t*N + n), an FC layer,
+    then `loss`, as an mx.mod.Module bound for training, with fixed initial weights (so
+    that two modules can be compared step by step)."""
+    T, N, F, C, L = dims
+    frames = mx.sym.reshape(mx.sym.transpose(mx.sym.var("data"), (1, 0, 2)), (-1, F))
+    logits = mx.sym.FullyConnected(frames, num_hidden=C, name="fc")
+    mod = mx.mod.Module(loss(logits, mx.sym.var("label")), data_names=["data"],
+                        label_names=["label"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", feats.shape)], label_shapes=[("label", labels.shape)])
+    mod.init_params(arg_params={"fc_weight": nd.array(_initial_weight(dims)),
+                                "fc_bias": nd.zeros((C,))}, allow_missing=False)
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.05})
+    return mod
+
+
+def _initial_weight(dims):
+    T, N, F, C, L = dims
+    return np.random.default_rng(0).normal(0, 0.3, (C, F)).astype(np.float32)
+
+
+def _warpctc_module(feats, labels, dims):
+    """The OCR example's loss: WarpCTC on the flattened labels."""
+    T, N, F, C, L = dims
+    return _module(lambda z, y: cm.WarpCTC(z, mx.sym.reshape(y, (-1,)), label_length=L,
+                                           input_length=T, name="ctc"), feats, labels, dims)
+
+
+def _native_module(feats, labels, dims):
+    """WarpCTC's semantics with MXNet's own operators: its gradient is d sum(loss) / d
+    logits of warp-ctc's loss, which is contrib.ctc_loss (blank 0) under MakeLoss."""
+    T, N, F, C, L = dims
+    return _module(lambda z, y: mx.sym.MakeLoss(mx.sym.contrib.ctc_loss(
+        mx.sym.reshape(z, (T, N, C)), y, blank_label="first")), feats, labels, dims)
+
+
+def test_warpctc_module_trains_without_head_gradients():
+    """The OCR example's shape (``lstm_ocr_train.py --loss warpctc``): a Module whose
+    last layer is WarpCTC runs forward_backward with no head gradient, and its SGD
+    steps are those of MXNet's own CTC under MakeLoss (the plugin's semantics)."""
+    feats, labels, dims = _ocr_batch()
+    ours = _warpctc_module(feats, labels, dims)
+    native = _native_module(feats, labels, dims)
+    assert ours.output_names == ["ctc_output"]
+    for step in range(3):
+        batch = mx.io.DataBatch([nd.array(feats)], [nd.array(labels)])
+        ours.forward_backward(batch)  # no head gradient given, as Module.fit does
+        native.forward_backward(batch)
+        out = ours.get_outputs()[0].asnumpy()
+        assert out.shape == (dims[0] * dims[1], dims[3])
+        ours.update()
+        native.update()
+        for name in ("fc_weight", "fc_bias"):
+            close(ours.get_params()[0][name].asnumpy(), native.get_params()[0][name].asnumpy(),
+                  1e-4, 1e-5)
+
+
+def test_warpctc_module_fit():
+    """Module.fit over an iterator, as the OCR example trains: the same parameters as
+    the native loss's fit, and the CTC loss goes down."""
+    feats, labels, dims = _ocr_batch(seed=5)
+    T, N, F, C, L = dims
+    params = []
+    for build in (_warpctc_module, _native_module):
+        mod = build(feats, labels, dims)
+        mod.fit(mx.io.NDArrayIter(np.concatenate([feats] * 3), np.concatenate([labels] * 3),
+                                  batch_size=N, label_name="label"),
+                num_epoch=2, eval_metric=mx.metric.Loss())
+        params.append({k: v.asnumpy() for k, v in mod.get_params()[0].items()})
+    for name in ("fc_weight", "fc_bias"):
+        close(params[0][name], params[1][name], 1e-4, 1e-5)
+    frames = feats.transpose(1, 0, 2).reshape(-1, F)
+    after = _ctc_sum(frames @ params[0]["fc_weight"].T + params[0]["fc_bias"], labels, dims)
+    assert after < _ctc_sum(frames @ _initial_weight(dims).T, labels, dims)
+
+
+def _ctc_sum(logits, labels, dims):
+    T, N, F, C, L = dims
+    return float(nd.contrib.ctc_loss(nd.array(logits.reshape(T, N, C)), nd.array(labels))
+                 .asnumpy().sum())
+
+
+def test_operator_arguments_name_attr_out():
+    """name, attr and out as MXNet's generated operators take them."""
+    case, args, kwargs, _ = _ctc_args(7)
+    x = case.logits.astype(np.float32)
+    # Symbols: the name and the attributes of the native's operator
+    sym = cm.ctc_loss(mx.sym.var("data"), mx.sym.var("label"), name="ctc",
+                      attr={"ctx_group": "dev1"})
+    assert sym.name == "ctc" and sym.list_outputs() == ["ctc_output"]
+    assert sym.attr("ctx_group") == "dev1"
+    assert all(v.get("ctx_group") == "dev1" for k, v in sym.attr_dict().items()
+               if k not in ("data", "label"))
+    warp = cm.WarpCTC(mx.sym.var("data"), mx.sym.var("label"), 2, 3, name="w",
+                      attr={"lr_mult": "0.5"})
+    assert warp.name == "w" and warp.attr("lr_mult") == "0.5"
+    # NDArrays: out= receives the result (and is returned); name is accepted, as there
+    aux = [None if a is None else nd.array(a) for a in args]
+    expected = cm.ctc_loss(nd.array(x), *aux, name="ignored", **kwargs).asnumpy()
+    out = nd.zeros((case.N,))
+    assert cm.ctc_loss(nd.array(x), *aux, out=out, **kwargs) is out
+    close(out.asnumpy(), expected, 0, 0)
+    native_out = nd.zeros((case.N,))
+    nd.contrib.ctc_loss(nd.array(x), *[a for a in aux if a is not None], out=native_out,
+                        **kwargs)
+    close(out.asnumpy(), native_out.asnumpy(), 1e-4, 1e-4)
+    # under autograd, out carries the gradient like the native's
+    xv = nd.array(x)
+    xv.attach_grad()
+    with mx.autograd.record():
+        res = cm.ctc_loss(xv, *aux, out=nd.zeros((case.N,)), **kwargs)
+    res.backward()
+    _, grad = _run(cm.ctc_loss, x, *args, **kwargs)
+    close(xv.grad.asnumpy(), grad, 0, 1e-6)
+    # WarpCTC with out=
+    wcase, data, label, width, _ = _warp_args(4)
+    wout = nd.zeros(data.shape)
+    assert cm.WarpCTC(nd.array(data), nd.array(label), width, wcase.T, out=wout) is wout
+    close(wout.asnumpy(), _softmax(data), 0, 1e-5)
+    # out= on another framework's arrays is refused; a bad attr too
+    with pytest.raises(CTCRuntimeError, match="out= writes into an MXNet NDArray"):
+        cm.ctc_loss(torch.as_tensor(x), torch.as_tensor(args[0]), out=nd.zeros((case.N,)))
+    with pytest.raises(CTCRuntimeError, match="out= writes into an MXNet NDArray"):
+        cm.WarpCTC(torch.as_tensor(data), torch.as_tensor(label), width, wcase.T,
+                   out=nd.zeros(data.shape))
+    with pytest.raises(CTCRuntimeError, match="attr must be a dict"):
+        cm.ctc_loss(nd.array(x), *aux, attr="dev1", **kwargs)
+
+
+def test_warpctc_near_zero_loss():
+    """Divergence mxnet-warpctc-near-zero-loss, measured: MXNet's warp-ctc port gives a
+    sample whose loss rounds to 0 in float32 (one frame, the label's logit 19 above the
+    rest) the cost -0.0 and a gradient of +1.0 on the label (softmax - gamma with
+    gamma = exp(alpha beta + cost) computed as 0); the exact gradient is -5.6e-9 there,
+    which ctcbridge gives (and Gluon's CTCLoss and WarpCTC over the same engine)."""
+    for C in (2, 5):
+        x = np.zeros((1, 1, C), np.float32)
+        x[0, 0, 1] = 19.0
+        label = np.array([[1]], np.float32)
+        native_loss, native_grad = _run(nd.contrib.ctc_loss, x, label)
+        assert native_loss[0] == 0 and np.signbit(native_loss[0])  # -0.0
+        assert native_grad[0, 0, 1] == 1.0
+        loss, grad = _run(cm.ctc_loss, x, label)
+        z = x[0, 0].astype(np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        exact = p - np.eye(C)[1]
+        # C = 2 exactly; with more classes the engine's float32 softmax normaliser
+        # rounds the label's 1 - 2e-8 to 1 (an error of float32's epsilon, not 1.0)
+        tol = (1e-5, 0) if C == 2 else (0, 1e-7)
+        close(loss, [-np.log(p[1])], *tol)
+        assert not np.signbit(loss[0])
+        close(grad[0, 0], exact, *tol)
+        assert grad[0, 0, 1] <= 1e-7
+        _, wgrad = _run(cm.WarpCTC, x[0], np.array([1], np.int32), label_length=1,
+                        input_length=1)
+        close(wgrad[0], exact, *tol)

@@ -152,3 +152,98 @@ def test_no_gradient_into_paddings():
     native = jax.grad(lambda p: optax.ctc_loss(args[0], p, *args[2:]).sum())(args[1])
     assert not np.asarray(ours).any()
     assert np.asarray(native).any()
+
+
+# --- forward mode and second derivatives
+
+
+def _jvp_args(seed=11):
+    case = make_case(seed, bucketed=True)
+    args = _optax_args(case, np.random.default_rng(seed), holes=seed % 2 == 1,
+                       junk_padding=False)
+    tangent = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(args[0].shape)
+                          .astype(FLOAT))
+    return args, tangent
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_jvp_against_native(jit, seed):
+    """jax.jvp gives optax's losses and directional derivatives; it is <grad, tangent>
+    per sample, with the gradient of reverse mode."""
+    args, tangent = _jvp_args(seed)
+    ours = lambda z: co.ctc_loss(z, *args[1:])  # noqa: E731
+    native = lambda z: optax.ctc_loss(z, *args[1:])  # noqa: E731
+    jvp = jax.jit(jax.jvp, static_argnums=0) if jit else jax.jvp
+    lo, to = jvp(ours, (args[0],), (tangent,))
+    ln, tn = jax.jit(jax.jvp, static_argnums=0)(native, (args[0],), (tangent,))
+    assert to.dtype == tn.dtype and to.shape == tn.shape
+    close(np.asarray(lo), np.asarray(ln), 1e-6 if X64 else 1e-3, 1e-6 if X64 else 1e-3)
+    close(np.asarray(to), np.asarray(tn), 1e-6 if X64 else 1e-2, 1e-6 if X64 else 1e-2)
+    # the same directional derivative from reverse mode, per sample
+    per_sample = jax.jacrev(ours)(args[0])  # (B, B, T, K)
+    expected = np.einsum("nbtk,btk->n", np.asarray(per_sample), np.asarray(tangent))
+    close(np.asarray(to), expected, 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_jacfwd_matches_jacrev_and_native(jit):
+    args, _ = _jvp_args(13)
+    ours = lambda z: co.ctc_loss(z, *args[1:])  # noqa: E731
+    jacfwd = jax.jit(jax.jacfwd(ours)) if jit else jax.jacfwd(ours)
+    fwd = np.asarray(jacfwd(args[0]))
+    rev = np.asarray(jax.jacrev(ours)(args[0]))
+    native = np.asarray(jax.jit(jax.jacfwd(lambda z: optax.ctc_loss(z, *args[1:])))(args[0]))
+    close(fwd, rev, 1e-6, 1e-6)
+    close(fwd, native, 0, 1e-6 if X64 else 1e-2)
+    # vmap of jvp: per-sample tangents in one batch
+    tangents = jnp.stack([jnp.ones_like(args[0]), -jnp.ones_like(args[0])])
+    batched = jax.vmap(lambda t: jax.jvp(ours, (args[0],), (t,))[1])(tangents)
+    close(np.asarray(batched[0]), -np.asarray(batched[1]), 1e-6, 1e-6)
+
+
+@pytest.mark.parametrize("how", ["hessian", "jvp_of_grad", "grad_of_grad", "jit_hessian"])
+def test_second_derivatives_refused(how):
+    """Second derivatives raise, never come back detached or wrong (optax, a jnp
+    program, has them: the divergence optax-second-derivatives)."""
+    from ctcbridge.errors import CTCSecondDerivativeError
+
+    args, tangent = _jvp_args(14)
+    f = lambda z: co.ctc_loss(z[None], *[a[:1] for a in args[1:]]).sum()  # noqa: E731
+    x = args[0][0]
+    g = jax.grad(f)
+    run = {
+        "hessian": lambda: jax.hessian(f)(x),
+        "jvp_of_grad": lambda: jax.jvp(g, (x,), (tangent[0],)),
+        "grad_of_grad": lambda: jax.grad(lambda z: g(z).sum())(x),
+        "jit_hessian": lambda: jax.jit(jax.hessian(f))(x),
+    }[how]
+    with pytest.raises(CTCSecondDerivativeError, match="second derivative"):
+        run()
+    # the native has them
+    hn = jax.hessian(lambda z: optax.ctc_loss(z[None], *[a[:1] for a in args[1:]]).sum())(x)
+    assert np.isfinite(np.asarray(hn)).all()
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_nan_in_padding_frames(jit):
+    """Divergence optax-nan-in-padding-frames: optax multiplies every frame's
+    log-probabilities by its padding flag, so NaN in a padded frame reaches the
+    sample's loss and gradient; ctcbridge never reads padded frames."""
+    rng = np.random.default_rng(21)
+    logits = rng.standard_normal((2, 6, 4)).astype(FLOAT)
+    pads = np.zeros((2, 6), FLOAT)
+    pads[0, 4:] = 1.0
+    clean = [jnp.asarray(a) for a in (logits, pads, np.array([[1, 2], [2, 3]], np.int32),
+                                      np.zeros((2, 2), FLOAT))]
+    logits[0, 4:] = np.nan  # past sample 0's frames only
+    args = [jnp.asarray(logits)] + clean[1:]
+    fn = jax.jit(co.ctc_loss) if jit else co.ctc_loss
+    native = np.asarray(_native_loss(*args, blank_id=0))
+    assert np.isnan(native[0]) and np.isfinite(native[1])
+    native_grad = np.asarray(_native_grad(*args, blank_id=0))
+    assert np.isnan(native_grad[0]).any() and not np.isnan(native_grad[1]).any()
+    ours = np.asarray(fn(*args))
+    close(ours, np.asarray(co.ctc_loss(*clean)), 1e-6, 1e-6)
+    grad = np.asarray(jax.grad(lambda z: fn(z, *args[1:]).sum())(args[0]))
+    assert not np.isnan(grad).any() and not grad[0, 4:].any()

@@ -256,3 +256,32 @@ def test_batch_cost_blank_label_ends_sequence(label, valid):
             native_batch_cost(*[tf.constant(a) for a in args])
         with pytest.raises(ValueError, match="non-null label"):
             ck.ctc_batch_cost(*args)
+
+
+def test_nan_in_padding_frames():
+    """Divergence tf-dense-nan-in-padding-frames: NaN logits in frames past a sample's
+    logit length reach the loss of native dense tf.nn.ctc_loss and keras.ops.ctc_loss
+    (their dense kernels run every frame); TF's sparse and v1 paths and ctcbridge
+    never read those frames."""
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal((6, 2, 5)).astype(np.float32)  # (T, B, C)
+    x = clean.copy()
+    x[4:, 0] = np.nan  # past sample 0's 4 frames
+    labels = np.array([[1, 2], [2, 3]], np.int32)
+    ll, il = np.array([2, 2], np.int32), np.array([4, 6], np.int32)
+    kw = dict(logits_time_major=True, blank_index=0)
+    native = tf.nn.ctc_loss(labels, x, ll, il, **kw).numpy()
+    assert np.isnan(native[0]) and np.isfinite(native[1])
+    sparse = tf.nn.ctc_loss(tf.sparse.from_dense(labels), x, None, il, **kw).numpy()
+    assert np.isfinite(sparse).all()
+    expected = ctf.ctc_loss(labels, tf.constant(clean), ll, il, **kw).numpy()
+    close(expected, sparse, 1e-5, 1e-5)
+    xv = tf.Variable(x)
+    lo, go = _loss_grad(ctf.ctc_loss, labels, xv, ll, il, **kw)
+    close(lo, expected, 1e-6, 1e-6)
+    assert np.isfinite(go).all() and not go[4:, 0].any()
+    keras_native = keras.ops.convert_to_numpy(
+        keras.ops.ctc_loss(labels, x.transpose(1, 0, 2), ll, il, mask_index=0))
+    assert np.isnan(keras_native[0]) and np.isfinite(keras_native[1])
+    close(np.asarray(ck.ctc_loss(labels, x.transpose(1, 0, 2), ll, il, mask_index=0)),
+          expected, 1e-6, 1e-6)

@@ -277,3 +277,29 @@ def test_against_native_op(native_compiled, compiled, seed):
     assert (ln[floored] <= lo[floored] * (1 + 1e-6)).all()
     same = ~floored & np.array([not (s == 0).any() for s in seqs])
     close(go[:, same], gn[:, same], 0, 1e-3 if x.shape[0] < 100 else 2e-2)
+
+
+def test_warpctc_near_zero_loss():
+    """Divergence theano-warpctc-near-zero-loss: a sample whose loss rounds to 0 in
+    float32 (one frame, the label's logit 19 above the rest).  warp-ctc gives the
+    cost -0.0 and a gradient of +1.0 on the label (measured with Theano 1.0.5's Op
+    over warp-ctc 94b2fa1; here through mxnet's port of the same code, and through
+    Theano's Op where warp-ctc is installed); the exact gradient there is about
+    -5.6e-9, which ctcbridge gives."""
+    x = np.zeros((1, 1, 2), np.float32)
+    x[0, 0, 1] = 19.0
+    labels, il = np.array([[1]], np.int32), np.array([1], np.int32)
+    natives = [mxnet_ctc(x, [np.array([1])], il)[:2]]
+    if native.ctc_available():
+        xs, ls, ils = tt.ftensor3(), tt.imatrix(), tt.ivector()
+        cost = native.ctc(xs, ls, ils)
+        natives.append(theano.function([xs, ls, ils], [cost, theano.grad(cost.sum(), xs)])(
+            x, labels, il))
+    for ln, gn in natives:
+        assert ln[0] == 0 and np.signbit(ln[0]) and gn[0, 0, 1] == 1.0
+    xs = tt.ftensor3()
+    cost = cth.ctc(xs, labels, il)
+    loss, grad = theano.function([xs], [cost, theano.grad(cost.sum(), xs)])(x)
+    exact = np.exp(-19.0) / (1 + np.exp(-19.0))
+    assert loss[0] == pytest.approx(exact, rel=1e-5)
+    close(grad[0, 0], [exact, -exact], 1e-5, 0)
