@@ -22,3 +22,17 @@ def assert_close_grads(ours, ref, atol):
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
     fin = ~np.isnan(ref)
     np.testing.assert_allclose(ours[fin], ref[fin], rtol=0, atol=atol)
+
+
+def subprocess_env(**extra) -> dict:
+    """The environment of a fresh-process test: its ``import ctcbridge`` finds the
+    ctcbridge under test (the installed package, or the checkout with its built
+    library), not whatever the subprocess's working directory holds."""
+    import os
+    from pathlib import Path
+
+    import ctcbridge
+
+    root = str(Path(ctcbridge.__file__).resolve().parent.parent)
+    paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}

@@ -10,7 +10,6 @@ ASan + UBSan build of the engine.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import ctcbridge
 from ctcbridge import reference
 from ctcbridge._compute import _available_memory, compute
 from ctcbridge.errors import CTCError, CTCTypeError, CTCValueError, EngineMemoryError
+from helpers import subprocess_env
 
 # ------------------------------------------------- concurrent mutation (item 1)
 
@@ -323,12 +323,12 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_stops_a_long_call_quickly():
+def test_ctrl_c_stops_a_long_call_quickly(tmp_path):
     """A loss-only call of T = 200 000 frames (seconds of work) once ignored
     SIGINT for 20-30 s.  Now KeyboardInterrupt comes within about a second,
     the engine's threads are gone and the process computes again."""
     child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             cwd=tmp_path, env=subprocess_env(PYTHONUNBUFFERED="1"))
     try:
         assert child.stdout.readline().strip() == "ready"
         time.sleep(1.0)  # well inside the call
