@@ -73,11 +73,15 @@ SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def _run(backend: str, jit) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend}
+def _run(backend: str, jit, cwd) -> dict:
+    import ctcbridge
+
+    # the ctcbridge this test imported, not the checkout's sources the cwd would give
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "PYTHONPATH": os.path.dirname(os.path.dirname(ctcbridge.__file__))}
     code = SCRIPT.replace("JIT", repr(jit))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
     return json.loads(line[len("RESULT"):])
@@ -85,9 +89,9 @@ def _run(backend: str, jit) -> dict:
 
 @pytest.mark.parametrize("backend,jit", [("tensorflow", "auto"), ("tensorflow", False),
                                          ("jax", "auto"), ("torch", "auto")])
-def test_fit_matches_native_loss_curve(backend, jit):
+def test_fit_matches_native_loss_curve(backend, jit, tmp_path):
     pytest.importorskip(backend)
-    res = _run(backend, jit)
+    res = _run(backend, jit, tmp_path)
     ours, native = res["curves"]["ours"], res["curves"]["native"]
     assert len(ours) == 4 and ours[-1] < ours[0]  # it trains
     assert ours == pytest.approx(native, rel=2e-4)

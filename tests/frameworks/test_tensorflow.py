@@ -4,6 +4,7 @@ CTC (nox session `tensorflow`)."""
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -498,12 +499,19 @@ print("TF1 OK")
 """
 
 
-def test_tf1_behaviour_negative_blank_unknown_dims():
+def _fresh_python(code: str, cwd) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter importing the ctcbridge this test imported (not
+    the checkout's sources the working directory would put first)."""
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(ctcbridge.__file__))}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def test_tf1_behaviour_negative_blank_unknown_dims(tmp_path):
     """Under tf.compat.v1.disable_v2_behavior() (a fresh process: it is global) a
     static size is a Dimension and the labels' dimensions may be unknown; a
     negative blank_index counts from the end there too, as in TF."""
-    proc = subprocess.run([sys.executable, "-c", TF1_SCRIPT], capture_output=True, text=True,
-                          timeout=300)
+    proc = _fresh_python(TF1_SCRIPT, tmp_path)
     assert proc.returncode == 0 and "TF1 OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -515,7 +523,7 @@ print("LOSS", loss.numpy().tolist())
 """
 
 
-def test_v1_all_blank_label_is_an_error():
+def test_v1_all_blank_label_is_an_error(tmp_path):
     """Divergence tf-v1-all-blank-label: a label sequence of blanks only (empty once
     the blank ends it) aborts TF 2.21's process (later TF gives a finite loss);
     ours raises TF's error for an empty label sequence, as v1's rule for empty
@@ -526,8 +534,7 @@ def test_v1_all_blank_label_is_an_error():
                       graph)
         assert isinstance(err, tf.errors.InvalidArgumentError)
         assert "Labels length is zero in batch 0" in str(err)
-    native = subprocess.run([sys.executable, "-c", V1_ALL_BLANK], capture_output=True,
-                            text=True, timeout=300)
+    native = _fresh_python(V1_ALL_BLANK, tmp_path)
     # the native either aborts (TF 2.21: SIGABRT) or, once fixed, returns a finite loss
     assert native.returncode != 0 or "LOSS" in native.stdout
 
