@@ -95,3 +95,47 @@ class CTCSecondDerivativeError(CTCError, NotImplementedError):
     """A second derivative of the loss was asked for (the Hessian, jvp of grad): the
     engine gives the exact first derivative only, and ctcbridge refuses rather than
     return a detached or wrong one."""
+
+
+# --- TensorFlow's type: TF's CTC ops raise tf.errors.InvalidArgumentError, eagerly and
+# in graphs
+
+
+_tf_invalid_argument = None
+
+
+def tf_invalid_argument(msg: str) -> CTCValueError:
+    """``CTCInvalidArgumentError(msg)`` when tensorflow is imported: a
+    :class:`CTCValueError` that is also TensorFlow's ``tf.errors.InvalidArgumentError``,
+    the type TF's and Keras' CTC raise for invalid values, eagerly and inside
+    ``tf.function``; a plain :class:`CTCValueError` otherwise.
+
+    The class derives from TF's own, so it can only be made once tensorflow is
+    imported (``import ctcbridge`` does not import it); it is made here, on first
+    use, and kept."""
+    import sys
+
+    global _tf_invalid_argument
+    if "tensorflow" not in sys.modules:
+        return CTCValueError(msg)
+    if _tf_invalid_argument is None:
+        from tensorflow import errors as tf_errors
+
+        class CTCInvalidArgumentError(CTCValueError, tf_errors.InvalidArgumentError):
+            # TF's own signature (node_def, op, message): AutoGraph rebuilds an OpError
+            # raised while tracing with it, keeping the type
+            def __init__(self, node_def, op, message, *args):
+                tf_errors.InvalidArgumentError.__init__(self, node_def, op, message, *args)
+
+            def __reduce__(self):  # the class is made at run time: pickle the maker
+                return tf_invalid_argument, (self.message,)
+
+        CTCInvalidArgumentError.__module__ = __name__
+        CTCInvalidArgumentError.__qualname__ = "CTCInvalidArgumentError"
+        _tf_invalid_argument = CTCInvalidArgumentError
+    return _tf_invalid_argument(None, None, msg)
+
+
+class CTCCompileError(CTCError, NotImplementedError):
+    """A compiled route the engine cannot take, raised when the program is traced
+    (``tf.function(jit_compile=True)`` placed on a GPU: the engine runs on the CPU)."""

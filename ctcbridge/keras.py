@@ -16,6 +16,8 @@ backend calls ``tf.nn.ctc_loss``).
 
 from __future__ import annotations
 
+import re
+import sys
 from functools import partial
 
 import numpy as np
@@ -25,18 +27,55 @@ from ._contract import CTCCall, Prepared, as_int, factory, integral, make, shape
 from .errors import CTCValueError
 from ._natives import tensorflow as tf_native
 from .conventions import KERAS_EPSILON  # keras.backend.epsilon()
-from .tensorflow import _padded, _prepare_dense, _tf_prepare_dense
+from .tensorflow import _check_batch, _padded, _prepare_dense, _tf_prepare_dense, tf_errors
 
 __all__ = ["ctc_loss", "ctc_batch_cost"]
 
 
+def _integral_target(target):
+    """Keras casts ``target`` to int32, so ``model.compile(loss=...)``, which hands
+    the loss a float32 ``y_true``, works: integral float values are read as their
+    integers; a fractional or non-finite value (which Keras would truncate) raises."""
+    target = np.asarray(target)
+    if target.dtype.kind != "f":
+        return target
+    bad = ~np.isfinite(target) | (target != np.trunc(target))
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise CTCValueError(f"target must hold integer values, got {target[at]} at {list(at)}")
+    return target.astype(np.int64)
+
+
+def _prepare_loss(output, target, target_length, output_length, *, blank):
+    return _prepare_dense(output, _integral_target(target), target_length, output_length,
+                          time_major=False, blank_index=blank)
+
+
+def _tf_prepare_loss(output, target, target_length, output_length, *, blank):
+    """``_tf_prepare_dense`` on integral targets; float targets go to the numpy path
+    (which checks their values) unless they are integral, checked in the graph."""
+    import tensorflow as tf
+
+    if not target.dtype.is_floating:
+        return _tf_prepare_dense(output, target, target_length, output_length,
+                                 time_major=False, blank_index=blank)
+    ints = tf.cast(target, tf.int64)
+    t = _tf_prepare_dense(output, ints, target_length, output_length, time_major=False,
+                          blank_index=blank)
+    if t is None:
+        return None
+    fractional = tf.reduce_any(tf.not_equal(tf.cast(ints, target.dtype), target))
+    base = t.needs_numpy
+    t.needs_numpy = lambda losses: base(losses) | fractional  # the numpy path raises
+    return t
+
+
 @factory("keras.ctc_loss")
 def _loss_call(blank):
-    return CTCCall(prepare=partial(_prepare_dense, time_major=False, blank_index=blank),
+    return CTCCall(prepare=partial(_prepare_loss, blank=blank),
                    batch_size=lambda s: s[0], batch_axis=0,
                    # the TF bridge's custom-op route in tf.function (_bridges/tensorflow.py)
-                   traced={"tensorflow": partial(_tf_prepare_dense, time_major=False,
-                                                 blank_index=blank)})
+                   traced={"tensorflow": partial(_tf_prepare_loss, blank=blank)})
 
 
 @factory("keras.ctc_batch_cost")
@@ -44,13 +83,38 @@ def _batch_cost_call():
     return CTCCall(prepare=_prepare_batch_cost, batch_size=lambda s: s[0], batch_axis=0)
 
 
+def _result_dtype(x) -> str:
+    """Keras' ``result_type(output.dtype, "float32")``: float16/bfloat16 -> float32;
+    asked of Keras itself where it is imported (its torch backend also computes
+    float64 in float32)."""
+    dtype = getattr(x, "dtype", None)
+    dtype = np.asarray(x).dtype if dtype is None else dtype  # nested lists
+    name = str(dtype)
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            return keras.backend.result_type(keras.backend.standardize_dtype(dtype), "float32")
+        except Exception:  # an array Keras' backend does not know: the rule below
+            pass
+    return "float32" if re.search(r"float16\b", name) else re.sub(r".*\b(\w+)'?>?$", r"\1", name)
+
+
+@tf_errors
 def ctc_loss(target, output, target_length, output_length, mask_index=0):
-    """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,)."""
+    """``keras.ops.ctc_loss`` with ctcbridge's engine; returns (B,).
+
+    As Keras on every backend: the result has at least float32 precision
+    (float16/bfloat16 logits are cast to float32 first, float64 stays), and a
+    float ``target`` with integral values is read as integers."""
     if len(shape_of(output)) != 3:
         raise CTCValueError(f"output must be 3-D (B, T, C), got shape {shape_of(output)}")
     blank = as_int(mask_index, "mask_index")
+    _check_batch(shape_of(output)[0])  # known when traced: TF raises then
     call = make("keras.ctc_loss", blank)
     bridge = bridge_for(output, target, target_length, output_length)
+    dtype = _result_dtype(output)
+    if dtype in ("float32", "float64") and not str(getattr(output, "dtype", "")).endswith(dtype):
+        output = bridge.astype(output, bridge.asarray(np.zeros(0, dtype), output))
     return bridge.ctc(call, output, [target, target_length, output_length])
 
 
@@ -58,6 +122,7 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
     if y_pred.ndim != 3:
         raise CTCValueError(f"y_pred must be 3-D (B, T, C), got shape {y_pred.shape}")
     B, T, C = y_pred.shape
+    _check_batch(B)
     eps = y_pred.dtype.type(KERAS_EPSILON) if y_pred.dtype.kind == "f" else KERAS_EPSILON
     logits = np.log(y_pred + eps)
     labels = np.asarray(y_true)
@@ -87,8 +152,11 @@ def _prepare_batch_cost(y_pred, y_true, input_length, label_length):
                     grad_back=grad_back)
 
 
+@tf_errors
 def ctc_batch_cost(y_true, y_pred, input_length, label_length):
     """Legacy ``keras.backend.ctc_batch_cost`` with ctcbridge's engine; returns (B, 1)."""
+    if len(shape_of(y_pred)) == 3:
+        _check_batch(shape_of(y_pred)[0])  # known when traced: TF raises then
     call = make("keras.ctc_batch_cost")
     bridge = bridge_for(y_pred, y_true, input_length, label_length)
     losses = bridge.ctc(call, y_pred, [y_true, input_length, label_length])

@@ -33,6 +33,7 @@ beyond ~707 nats where TF's sentinel paths undercut the true ones.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import numpy as np
@@ -40,9 +41,33 @@ import numpy as np
 from ._bridges import bridge_for, framework_of
 from ._contract import CTCCall, Prepared, Traced, as_int, factory, integral, make, shape_of
 from ._natives import tensorflow as tf_native
-from .errors import CTCTypeError, CTCValueError
+from .errors import CTCTypeError, CTCValueError, EngineError, tf_invalid_argument
 
 __all__ = ["ctc_loss", "ctc_loss_v1"]
+
+
+def tf_errors(fn):
+    """Decorator of the TF and Keras signatures: an invalid value raises TF's own
+    ``tf.errors.InvalidArgumentError`` (as a ``CTCInvalidArgumentError``, also a
+    ``CTCValueError``), eagerly as inside ``tf.function``, where TF's and Keras'
+    CTC raise it; without tensorflow imported the ``CTCValueError`` stays."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CTCValueError as exc:
+            if isinstance(exc, EngineError) or type(exc) is not CTCValueError:
+                raise  # already TF's type, or another builtin the native raises
+            raise tf_invalid_argument(str(exc)) from None
+
+    return inner
+
+
+def _check_batch(B):
+    """TF's CTC kernel refuses an empty batch (its message)."""
+    if B == 0:
+        raise CTCValueError("batch_size must not be 0")
 
 
 def _is_sparse(x) -> bool:
@@ -68,6 +93,7 @@ def _padded(rows):
 def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
     acts, back = _to_tnc(logits, time_major)
     T, B, C = acts.shape
+    _check_batch(B)
     blank = blank_index + C if blank_index < 0 else blank_index
     if not 0 <= blank < C:
         raise CTCValueError(f"blank_index = {blank_index} is outside [-C, C) with C = {C}")
@@ -105,7 +131,8 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
     """
     import tensorflow as tf
 
-    C = logits.shape[-1] if logits.shape.rank == 3 else None
+    # tf.compat.dimension_value: under TF1 behaviour a static size is a Dimension
+    C = tf.compat.dimension_value(logits.shape[-1]) if logits.shape.rank == 3 else None
     if C is None or labels.shape.rank != 2:
         return None
     blank = blank_index + C if blank_index < 0 else blank_index
@@ -116,7 +143,8 @@ def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major,
     logit_length = tf.reshape(logit_length, [-1])
 
     def needs_numpy(losses):
-        special = tf.reduce_any(tf.math.is_inf(losses) & (losses > 0))
+        # an empty batch: the numpy path's error
+        special = tf.reduce_any(tf.math.is_inf(losses) & (losses > 0)) | tf.equal(tf.size(losses), 0)
         if blank != 0:  # a label equal to the blank: the numpy path's error
             width = tf.shape(labels, out_type=tf.int64)[1]
             used = tf.range(width)[None, :] < tf.cast(label_length, tf.int64)[:, None]
@@ -132,6 +160,7 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
                     collapse, merge_repeated, ignore_longer):
     acts, back = _to_tnc(logits, time_major)
     T, B, C = acts.shape
+    _check_batch(B)
     blank = blank + C if blank < 0 else blank
     if not 0 <= blank < C:
         raise CTCValueError(f"blank index {blank} is outside [0, C = {C})")
@@ -167,6 +196,8 @@ def _prepare_sparse(logits, indices, values, dense_shape, logit_length, *, time_
 
 
 def _run(call, logits, aux):
+    if len(shape_of(logits)) == 3:
+        _check_batch(call.batch_size(shape_of(logits)))  # known when traced: TF raises then
     bridge = bridge_for(logits, *aux)
     return bridge.ctc(call, logits, aux)
 
@@ -195,6 +226,7 @@ def _sparse_call(labels, logits, logit_length, time_major, blank, collapse, merg
     return _run(call, logits, [labels.indices, labels.values, labels.dense_shape, logit_length])
 
 
+@tf_errors
 def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True, unique=None,
              blank_index=None, name=None):
     """``tf.nn.ctc_loss`` with ctcbridge's engine (see the module doc); returns (B,)."""
@@ -213,6 +245,7 @@ def ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True,
     return _run(call, logits, [labels, label_length, logit_length])
 
 
+@tf_errors
 def ctc_loss_v1(labels, inputs=None, sequence_length=None, preprocess_collapse_repeated=False,
                 ctc_merge_repeated=True, ignore_longer_outputs_than_inputs=False,
                 time_major=True, logits=None):

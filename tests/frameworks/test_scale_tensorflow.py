@@ -189,15 +189,17 @@ def test_threads_setting_and_default():
 
 
 @pytest.mark.parametrize("intra_op, expected", [(0, "cores"), (1, "1")])
-def test_default_threads_follow_intra_op_setting(intra_op, expected):
+def test_default_threads_follow_intra_op_setting(intra_op, expected, tmp_path):
     """One logical CPU: TF's intra-op setting, 0 meaning every core."""
     code = ("import os, tensorflow as tf, ctcbridge, ctcbridge.tensorflow as ctf; "
             f"tf.config.threading.set_intra_op_parallelism_threads({intra_op}); "
             "ctf.ctc_loss(tf.constant([[1]]), tf.zeros((3, 1, 4)), tf.constant([1]), "
             "tf.constant([3])); "
             "print(ctcbridge.get_num_threads('tensorflow'), len(os.sched_getaffinity(0)))")
+    # the ctcbridge this test imported, not the checkout's sources the cwd would give
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(ctcbridge.__file__))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     threads, cores = out.stdout.split()[-2:]
     assert threads == (cores if expected == "cores" else expected)

@@ -4,6 +4,9 @@ CTC (nox session `tensorflow`)."""
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import keras
 import tensorflow as tf
 from keras.src.legacy.backend import ctc_batch_cost as native_batch_cost
 
+import ctcbridge.errors
 import ctcbridge.keras as ck
 import ctcbridge.tensorflow as ctf
 from ctcbridge import reference
@@ -285,3 +289,298 @@ def test_nan_in_padding_frames():
     assert np.isnan(keras_native[0]) and np.isfinite(keras_native[1])
     close(np.asarray(ck.ctc_loss(labels, x.transpose(1, 0, 2), ll, il, mask_index=0)),
           expected, 1e-6, 1e-6)
+
+
+# --- drop-in behaviour around the loss: error types, Variables, XLA, TF1, empty batches
+
+
+def _raised(fn, graph: bool):
+    try:
+        (tf.function(fn)() if graph else fn())
+    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+        return exc
+    return None
+
+
+_P = tf.nn.softmax(tf.zeros((2, 6, 5)))
+_SP3 = tf.SparseTensor([[0, 0], [0, 1], [0, 2], [1, 0]], tf.constant([1, 2, 3, 1]), [2, 3])
+_EMPTY_SP = tf.SparseTensor(tf.zeros((0, 2), tf.int64), tf.zeros((0,), tf.int32), [2, 3])
+_EMPTY_BATCH_SP = tf.SparseTensor(tf.zeros((0, 2), tf.int64), tf.zeros((0,), tf.int32), [0, 1])
+_I0 = tf.zeros((0,), tf.int32)
+# (name, arguments for (ours, native), the message ours gives)
+_ERROR_CASES = [
+    ("v1-too-long", lambda m: m.ctc_loss_v1(_SP3, tf.zeros((2, 2, 5)), tf.constant([2, 2])),
+     "Not enough time"),
+    ("v1-empty-label", lambda m: m.ctc_loss_v1(_EMPTY_SP, tf.zeros((6, 2, 5)),
+                                               tf.constant([6, 6])), "Labels length is zero"),
+    ("v1-empty-batch", lambda m: m.ctc_loss_v1(_EMPTY_BATCH_SP, tf.zeros((6, 0, 5)), _I0),
+     "batch_size must not be 0"),
+    ("sparse-too-long", lambda m: m.ctc_loss(_SP3, tf.zeros((2, 2, 5)), None, tf.constant([2, 2]),
+                                             blank_index=0), "Not enough time"),
+    ("sparse-empty-batch", lambda m: m.ctc_loss(_EMPTY_BATCH_SP, tf.zeros((6, 0, 5)), None, _I0,
+                                                blank_index=0), "batch_size must not be 0"),
+    ("dense-empty-batch", lambda m: m.ctc_loss(tf.zeros((0, 2), tf.int32), tf.zeros((6, 0, 5)),
+                                               _I0, _I0), "batch_size must not be 0"),
+    ("keras-empty-batch", lambda m: m.ctc_loss(tf.zeros((0, 2), tf.int32), tf.zeros((0, 6, 5)),
+                                               _I0, _I0), "batch_size must not be 0"),
+    ("batch-cost-too-long", lambda m: m(tf.constant([[1, 2], [1, 2]]), _P[:, :1],
+                                        tf.constant([[1], [1]]), tf.constant([[2], [2]])),
+     "Not enough time"),
+    ("batch-cost-empty-label", lambda m: m(tf.constant([[1, 2], [1, 2]]), _P,
+                                           tf.constant([[6], [6]]), tf.constant([[0], [2]])),
+     "Labels length is zero"),
+    ("batch-cost-empty-batch", lambda m: m(tf.zeros((0, 2), tf.int32), tf.zeros((0, 6, 5)),
+                                           tf.zeros((0, 1), tf.int32), tf.zeros((0, 1), tf.int32)),
+     "batch_size must not be 0"),
+]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name,case,message", _ERROR_CASES, ids=[c[0] for c in _ERROR_CASES])
+def test_error_types_as_native(name, case, message, graph):
+    """What TF's and Keras' CTC raise (tf.errors.InvalidArgumentError for values,
+    eagerly and in graphs; a ValueError when a dense empty batch is traced), ours
+    raises: our class derives from TF's (and from ValueError)."""
+    if name.startswith("keras"):
+        ours, native = ck, keras.ops
+    elif name.startswith("batch-cost"):
+        ours, native = ck.ctc_batch_cost, native_batch_cost
+    else:
+        ours, native = ctf, (tf.compat.v1.nn if name.startswith("v1") else tf.nn)
+    if name.startswith("v1"):
+        native = type("V1", (), {"ctc_loss_v1": staticmethod(tf.compat.v1.nn.ctc_loss)})
+    theirs = _raised(lambda: case(native), graph)
+    mine = _raised(lambda: case(ours), graph)
+    assert theirs is not None and mine is not None
+    assert isinstance(mine, type(theirs)), (type(mine), type(theirs))
+    assert isinstance(mine, tf.errors.InvalidArgumentError)
+    assert message in str(mine)
+    if not graph:
+        assert isinstance(mine, ctcbridge.errors.CTCValueError)  # a ValueError too
+
+
+def test_invalid_argument_error_pickles():
+    from ctcbridge.errors import tf_invalid_argument
+
+    import pickle
+
+    err = pickle.loads(pickle.dumps(tf_invalid_argument("labels: bad")))
+    assert isinstance(err, tf.errors.InvalidArgumentError) and str(err) == "labels: bad"
+
+
+def test_variables_as_inputs():
+    """tf.Variable labels, lengths and activations, eagerly and in tf.function, as TF
+    takes them (tf.custom_gradient sees no variable read inside the op)."""
+    case = make_case(5, allow_infeasible=False, min_label=1, blank="last")
+    x = tf.Variable(case.logits.astype(np.float32))
+    lab = tf.Variable(case.labels.astype(np.int32))
+    ll = tf.Variable(case.label_lengths.astype(np.int32))
+    il = tf.Variable(case.input_lengths.astype(np.int32))
+    sp = _sparse(case)
+    sp_var = tf.SparseTensor(sp.indices, tf.Variable(sp.values), sp.dense_shape)
+    probs = tf.Variable(tf.nn.softmax(tf.transpose(x, (1, 0, 2))))
+    il2, ll2 = tf.Variable(il[:, None]), tf.Variable(ll[:, None])
+    pairs = [
+        (lambda: ctf.ctc_loss(lab, x, ll, il, blank_index=-1),
+         lambda: tf.nn.ctc_loss(lab, x, ll, il, blank_index=-1), x),
+        (lambda: ctf.ctc_loss_v1(sp_var, x, il), lambda: tf.compat.v1.nn.ctc_loss(sp_var, x, il), x),
+        (lambda: ck.ctc_batch_cost(lab, probs, il2, ll2),
+         lambda: native_batch_cost(lab, probs, il2, ll2), probs),
+    ]
+    for ours, native, var in pairs:
+        for wrap in (lambda f: f, tf.function):
+            def loss_grad(fn):
+                with tf.GradientTape() as tape:
+                    loss = fn()
+                    total = tf.reduce_sum(loss)
+                return loss, tape.gradient(total, var)
+
+            lo, go = wrap(lambda: loss_grad(ours))()
+            ln, gn = wrap(lambda: loss_grad(native))()
+            close(lo.numpy(), ln.numpy(), 1e-3, 1e-3)
+            close(go.numpy(), gn.numpy(), 1e-2, 1e-2)
+
+
+def _jit_loss_grad(fn, x, jit=True, signature=None):
+    def f(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = fn(z)
+            total = tf.reduce_sum(tf.where(tf.math.is_finite(loss), loss, tf.zeros_like(loss)))
+        return loss, tape.gradient(total, z)
+
+    return tf.function(f, jit_compile=jit, input_signature=signature)(x)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_jit_compile_matches_eager(seed):
+    """tf.function(jit_compile=True): the engine as an XLA custom call (the numpy path
+    through a Python handler for infeasible samples and the v1/batch-cost
+    signatures), with the eager values; shapes unknown when traced are refined by
+    XLA when it compiles."""
+    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero", min_label=1)
+    x = tf.constant(case.logits.astype(np.float64 if seed % 5 == 0 else np.float32))
+    lab = tf.constant(case.labels.astype(np.int32))
+    ll, il = (tf.constant(a.astype(np.int32)) for a in (case.label_lengths, case.input_lengths))
+    fns = [lambda z: ctf.ctc_loss(lab, z, ll, il, blank_index=case.blank),
+           lambda z: ck.ctc_loss(tf.cast(lab, tf.float32), tf.transpose(z, (1, 0, 2)), ll, il,
+                                 mask_index=case.blank)]
+    last = make_case(seed, blank="last", min_label=1)
+    if (last.label_lengths <= last.input_lengths).all():
+        xl = tf.constant(last.logits.astype(np.float32))
+        fns.append(lambda z: ctf.ctc_loss_v1(_sparse(last), z, last.input_lengths,
+                                             ignore_longer_outputs_than_inputs=True))
+    for fn in fns:
+        z = xl if fn is fns[-1] and len(fns) == 3 else x
+        eager = _jit_loss_grad(fn, z, jit=False)
+        jit = _jit_loss_grad(fn, z)
+        dynamic = _jit_loss_grad(fn, z, signature=[tf.TensorSpec([None] * 3, z.dtype)])
+        for got in (jit, dynamic):
+            assert got[0].dtype == eager[0].dtype
+            close(got[0].numpy(), eager[0].numpy(), 1e-6, 1e-6)
+            close(got[1].numpy(), eager[1].numpy(), 1e-6, 1e-6)
+
+
+def test_jit_compile_low_precision_and_errors():
+    case = make_case(3, allow_infeasible=False)
+    lab, _, ll, il = _dense_args(case, True)
+    x = tf.constant(case.logits.astype(np.float32), tf.bfloat16)
+    got = _jit_loss_grad(lambda z: ctf.ctc_loss(lab, z, ll, il), x)
+    assert got[0].dtype == got[1].dtype == tf.bfloat16
+    close(tf.cast(got[0], tf.float32).numpy(),
+          tf.cast(ctf.ctc_loss(lab, x, ll, il), tf.float32).numpy(), 0, 0)
+    z = tf.zeros((6, 1, 4))
+    bad = [(lambda: ctf.ctc_loss(tf.constant([[1, 9]]), z, tf.constant([2]), tf.constant([6])),
+            "is 9"),  # the engine's handler
+           (lambda: ctf.ctc_loss(tf.constant([[1, 3]]), z, tf.constant([2]), tf.constant([6]),
+                                 blank_index=3), "equals blank_index"),  # the numpy handler
+           (lambda: ck.ctc_loss(tf.constant([[1.5, 2.0]]), tf.zeros((1, 6, 4)), tf.constant([2]),
+                                tf.constant([6])), "target must hold integer values")]
+    for fn, message in bad:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            tf.function(fn, jit_compile=True)()
+
+
+def test_jit_compile_refused_on_gpu(monkeypatch):
+    """Divergence tf-xla-gpu: XLA compiled for a GPU cannot call the CPU engine;
+    refused when the function is traced, naming jit_compile=True (the check reads
+    the logical GPUs, faked here: this session's TensorFlow has none)."""
+    from ctcbridge._bridges import tensorflow as bridge
+
+    real = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    args = _dense_args(make_case(2, allow_infeasible=False), True)
+    # raised while AutoGraph traces: it re-raises a non-builtin type as its StagingError
+    with pytest.raises(Exception, match=r"(?s)CTCCompileError: .*jit_compile=True"):
+        tf.function(lambda: ctf.ctc_loss(*args), jit_compile=True).get_concrete_function()
+    with pytest.raises(ctcbridge.errors.CTCCompileError, match="on a GPU"):
+        tf.function(lambda: ctf.ctc_loss(*args), jit_compile=True,
+                    autograph=False).get_concrete_function()
+    assert bridge._in_xla() is False  # outside a compiled function
+
+
+def test_keras_fit_jit_compile_true():
+    """Keras fit with jit_compile=True (what "auto" picks where XLA is available)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 10, 4)).astype(np.float32)
+    y = rng.integers(1, 5, (6, 3)).astype(np.float32)
+
+    def loss(y_true, y_pred):
+        n = tf.shape(y_pred)[0]
+        return ck.ctc_loss(y_true, y_pred, tf.fill([n], 3), tf.fill([n], 10))
+
+    curves = []
+    for jit in (True, False):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((10, 4)), keras.layers.Dense(5)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss, jit_compile=jit)
+        curves.append(model.fit(x, y, batch_size=4, epochs=3, shuffle=False,
+                                verbose=0).history["loss"])
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5)
+
+
+TF1_SCRIPT = """
+import numpy as np, tensorflow as tf
+tf.compat.v1.disable_v2_behavior()
+import ctcbridge.tensorflow as ctf
+x = tf.compat.v1.placeholder(tf.float32, [None, None, 5])
+lab = tf.compat.v1.placeholder(tf.int32, [None, None])
+ll = tf.compat.v1.placeholder(tf.int32, [None])
+il = tf.Variable([6, 4])
+outs = []
+for blank in (-1, 0, 2, -5):
+    labels = {-1: [[1, 2], [3, 0]], 0: [[1, 2], [3, 4]], 2: [[1, 3], [4, 1]], -5: [[1, 2], [3, 4]]}
+    ours = ctf.ctc_loss(lab, x, ll, il, blank_index=blank)
+    native = tf.nn.ctc_loss(lab, x, ll, il, blank_index=blank)
+    grads = tf.gradients(tf.reduce_sum(ours), x)[0], tf.gradients(tf.reduce_sum(native), x)[0]
+    outs.append((ours, native, grads, labels[blank]))
+rng = np.random.default_rng(0)
+with tf.compat.v1.Session() as sess:
+    sess.run(tf.compat.v1.global_variables_initializer())
+    for ours, native, grads, labels in outs:
+        feed = {x: rng.standard_normal((6, 2, 5)), lab: labels, ll: [2, 1]}
+        o, n, go, gn = sess.run([ours, native, *grads], feed)
+        assert np.allclose(o, n, rtol=1e-4), (o, n)
+        assert np.allclose(go, gn, atol=1e-4)
+print("TF1 OK")
+"""
+
+
+def _fresh_python(code: str, cwd) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter importing the ctcbridge this test imported (not
+    the checkout's sources the working directory would put first)."""
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(ctcbridge.__file__))}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def test_tf1_behaviour_negative_blank_unknown_dims(tmp_path):
+    """Under tf.compat.v1.disable_v2_behavior() (a fresh process: it is global) a
+    static size is a Dimension and the labels' dimensions may be unknown; a
+    negative blank_index counts from the end there too, as in TF."""
+    proc = _fresh_python(TF1_SCRIPT, tmp_path)
+    assert proc.returncode == 0 and "TF1 OK" in proc.stdout, proc.stderr[-3000:]
+
+
+V1_ALL_BLANK = """
+import tensorflow as tf
+sp = tf.SparseTensor([[0, 0], [1, 0]], tf.constant([4, 1]), [2, 1])
+loss = tf.compat.v1.nn.ctc_loss(sp, tf.zeros((6, 2, 5)), tf.constant([6, 6]))
+print("LOSS", loss.numpy().tolist())
+"""
+
+
+def test_v1_all_blank_label_is_an_error(tmp_path):
+    """Divergence tf-v1-all-blank-label: a label sequence of blanks only (empty once
+    the blank ends it) aborts TF 2.21's process (later TF gives a finite loss);
+    ours raises TF's error for an empty label sequence, as v1's rule for empty
+    labels says."""
+    sp = tf.SparseTensor([[0, 0], [1, 0]], tf.constant([4, 1]), [2, 1])
+    for graph in (False, True):
+        err = _raised(lambda: ctf.ctc_loss_v1(sp, tf.zeros((6, 2, 5)), tf.constant([6, 6])),
+                      graph)
+        assert isinstance(err, tf.errors.InvalidArgumentError)
+        assert "Labels length is zero in batch 0" in str(err)
+    native = _fresh_python(V1_ALL_BLANK, tmp_path)
+    # the native either aborts (TF 2.21: SIGABRT) or, once fixed, returns a finite loss
+    assert native.returncode != 0 or "LOSS" in native.stdout
+
+
+def test_keras_float_targets():
+    """model.compile hands y_true as float32: integral values are read as Keras reads
+    them (its tf.cast); divergence keras-fractional-target: a fractional one raises
+    where Keras truncates it."""
+    case = make_case(7, allow_infeasible=False, min_label=1)
+    x = case.logits.transpose(1, 0, 2).astype(np.float32)
+    args = (case.label_lengths.astype(np.int32), case.input_lengths.astype(np.int32))
+    target = tf.constant(case.labels.astype(np.float32))
+    for wrap in (lambda f: f, tf.function):
+        ours = wrap(lambda: ck.ctc_loss(target, tf.constant(x), *args))()
+        native = keras.ops.ctc_loss(target, x, *args)
+        close(ours.numpy(), native.numpy(), 1e-4, 1e-4)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"target must hold integer values, got \d+\.5 at \[0, 0\]"):
+            wrap(lambda: ck.ctc_loss(target + 0.5, tf.constant(x), *args))()
+    truncated = keras.ops.ctc_loss(target + 0.5, x, *args)  # the native's reading
+    close(truncated.numpy(), native.numpy(), 0, 0)
