@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -234,3 +237,40 @@ def test_a_writer_thread_on_the_targets_changes_only_its_sample(concatenated):
         stop.set()
         writer.join()
     assert calls > 3
+
+
+_FIRST_CALL_COMPILED = textwrap.dedent("""
+    import warnings
+    import torch
+    import torch.nn.functional as F
+    import ctcbridge.torch as ct
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 5, requires_grad=True)
+    t, il, tl = torch.tensor([[1, 2], [3, 3]]), torch.tensor([6, 5]), torch.tensor([2, 2])
+    # torch's own first compile warns about torch internals (deprecations): one is
+    # done first, without ctcbridge, so that what is recorded below is ctcbridge's
+    torch.compile(lambda z: z.log_softmax(-1).sum(), fullgraph=True)(x).backward()
+    expected = F.ctc_loss(x.log_softmax(-1), t, il, tl)  # (the native does not compile
+    (g_expected,) = torch.autograd.grad(expected, x)     #  with fullgraph)
+    assert "ctcbridge._bridges.torch" not in __import__("sys").modules
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = torch.compile(lambda z: ct.ctc_loss(z.log_softmax(-1), t, il, tl),
+                             fullgraph=True)
+        loss = ours(x)  # ctcbridge's first call of the process, inside the trace
+        (grad,) = torch.autograd.grad(loss, x)
+    assert not caught, [str(w.message) for w in caught]
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, g_expected, rtol=1e-4, atol=1e-4)
+    print("ok")
+""")
+
+
+def test_compile_fullgraph_on_the_first_call_of_the_process():
+    """torch.compile(fullgraph=True) around ctcbridge's very first call (a fresh
+    process): the bridge is imported inside Dynamo's trace, which must neither
+    break the graph (fullgraph raises then) nor warn."""
+    out = subprocess.run([sys.executable, "-c", _FIRST_CALL_COMPILED], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
