@@ -89,3 +89,8 @@ def chainer_invalid_type(msg: str, expect: str, actual: str) -> CTCTypeError:
         ChainerInvalidType.__module__ = __name__
         _chainer_invalid_type = ChainerInvalidType
     return _chainer_invalid_type(msg, expect, actual)
+
+
+class CTCNotImplementedError(CTCRuntimeError, NotImplementedError):
+    """A dtype the native has no kernel for (torch's ctc_loss on bfloat16 or float16
+    outside autocast raises ``NotImplementedError``)."""

@@ -274,3 +274,117 @@ def test_compile_fullgraph_on_the_first_call_of_the_process():
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL_COMPILED], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def _small_case():
+    torch.manual_seed(0)
+    lp = torch.randn(8, 2, 5, dtype=torch.float64).log_softmax(-1)
+    args = (torch.tensor([[1, 2], [3, 3]]), torch.tensor([8, 7]), torch.tensor([2, 2]))
+    return lp, args
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_with_batched_gradients(reduction):
+    """torch's own CTC tests run gradcheck with batched gradients (vmap over the
+    backward): the backward must not branch on the incoming gradient's values."""
+    lp, args = _small_case()
+    z = lp.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda y: ct.ctc_loss(y, *args, reduction=reduction), (z,),
+                                    check_batched_grad=True)
+
+
+def test_torch_func_grad_vmap_jacrev():
+    lp, args = _small_case()
+
+    def f(z):
+        return ct.ctc_loss(z, *args)
+
+    z = lp.clone().requires_grad_()
+    f(z).backward()
+    torch.testing.assert_close(torch.func.grad(f)(lp), z.grad, rtol=0, atol=1e-12)
+    batch = torch.randn(3, *lp.shape, dtype=torch.float64).log_softmax(-1)
+    torch.testing.assert_close(torch.func.vmap(f)(batch), torch.stack([f(b) for b in batch]),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(f))(batch),
+                               torch.stack([torch.func.grad(f)(b) for b in batch]),
+                               rtol=0, atol=1e-12)
+    # vmap over the targets too (the operator's vmap rule slices every batched input)
+    targets = torch.stack([args[0], args[0].flip(1)])
+    torch.testing.assert_close(
+        torch.func.vmap(lambda t: ct.ctc_loss(lp, t, *args[1:]))(targets),
+        torch.stack([ct.ctc_loss(lp, t, *args[1:]) for t in targets]), rtol=0, atol=1e-12)
+    # jacrev of the per-sample losses against central finite differences
+    per_sample = lambda y: ct.ctc_loss(y, *args, reduction="none")  # noqa: E731
+    jac = torch.func.jacrev(per_sample)(lp)
+    assert jac.shape == (2, *lp.shape)
+    eps, rng = 1e-6, np.random.default_rng(0)
+    for _ in range(5):
+        v = torch.from_numpy(rng.standard_normal(lp.shape))
+        fd = (per_sample(lp + eps * v) - per_sample(lp - eps * v)) / (2 * eps)
+        torch.testing.assert_close((jac * v).sum((1, 2, 3)), fd, rtol=1e-6, atol=1e-6)
+    # through log_softmax (where torch's exp(lp) - gamma is the exact gradient too)
+    # the Jacobian is the native's
+    ours, native = (torch.func.jacrev(lambda y: fn(y.log_softmax(-1), *args, reduction="none"))(
+        lp) for fn in (ct.ctc_loss, F.ctc_loss))  # noqa: B023
+    torch.testing.assert_close(ours, native, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("route", ["create_graph", "func"])
+def test_second_derivatives_are_refused_as_the_native_refuses_them(route):
+    """The first gradient keeps a graph (create_graph=True), and differentiating it
+    raises torch's RuntimeError, as the native does: never a silently detached
+    gradient, never a Hessian-vector product that ignores the engine's term."""
+    lp, args = _small_case()
+    for fn in (F.ctc_loss, ct.ctc_loss):
+        if route == "create_graph":
+            z = lp.clone().requires_grad_()
+            (g,) = torch.autograd.grad(fn(z, *args), z, create_graph=True)
+            assert g.requires_grad
+            with pytest.raises(RuntimeError, match="derivative for .* is not implemented"):
+                (g * torch.ones_like(g)).sum().backward()
+        else:
+            first = torch.func.grad(lambda y: fn(y, *args))  # noqa: B023
+            with pytest.raises(RuntimeError, match="derivative for .* is not implemented"):
+                torch.func.grad(lambda y: first(y).pow(2).sum())(lp)
+
+
+_DEVICES_DTYPES = [("cpu", torch.bfloat16), ("cpu", torch.float16),
+                   pytest.param("cuda", torch.float16, marks=pytest.mark.skipif(
+                       not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device,dtype", _DEVICES_DTYPES)
+@pytest.mark.parametrize("compiled", [False, True])
+def test_autocast_follows_the_float32_policy_of_the_native(device, dtype, compiled):
+    """ctc_loss is on autocast's float32 list: low-precision log_probs are computed
+    in float32, the loss is float32 and the gradient has the input's dtype."""
+    lp, args = _small_case()
+    args = tuple(a.to(device) for a in args)
+    results = []
+    for fn in (ct.ctc_loss, F.ctc_loss):
+        z = lp.to(device, dtype).requires_grad_()
+        call = lambda y: fn(y, *args, reduction="none")  # noqa: B023, E731
+        if compiled and fn is ct.ctc_loss:  # (the native does not compile with fullgraph)
+            call = torch.compile(call, fullgraph=True)
+        with torch.autocast(device, dtype=dtype):
+            loss = call(z)
+        loss.sum().backward()
+        results.append((loss, z.grad))
+    (ours, g_ours), (native, g_native) = results
+    assert ours.dtype == native.dtype == torch.float32
+    assert g_ours.dtype == g_native.dtype == dtype
+    torch.testing.assert_close(ours, native, rtol=1e-5, atol=1e-5)
+    # torch's gradient is exp(lp) - gamma, ours -gamma (see the gradcheck test)
+    expected = g_native.float() - torch.where(
+        torch.arange(lp.shape[0], device=device)[:, None, None] < args[1][None, :, None],
+        lp.to(device, dtype).float().exp(), 0)
+    torch.testing.assert_close(g_ours.float(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_outside_autocast_is_not_implemented_as_in_the_native(dtype):
+    lp, args = _small_case()
+    with pytest.raises(NotImplementedError, match="not implemented for"):
+        F.ctc_loss(lp.to(dtype), *args)
+    with pytest.raises(NotImplementedError, match=f"not implemented for log_probs of dtype {dtype}"):
+        ct.ctc_loss(lp.to(dtype), *args)
