@@ -388,3 +388,44 @@ def test_low_precision_outside_autocast_is_not_implemented_as_in_the_native(dtyp
         F.ctc_loss(lp.to(dtype), *args)
     with pytest.raises(NotImplementedError, match=f"not implemented for log_probs of dtype {dtype}"):
         ct.ctc_loss(lp.to(dtype), *args)
+
+
+@pytest.mark.parametrize("shape", [(6, 0, 5), (0, 2, 5), (6, 2, 0), (0, 5)])
+@pytest.mark.parametrize("on", ["torch", "numpy"])
+def test_empty_log_probs_raise_as_the_native(shape, on):
+    """An empty batch, no frames or no classes: torch raises RuntimeError("log_probs
+    tensor must not be empty") before any other check; so does ctcbridge, with the
+    shape in the message, on any framework's arrays."""
+    unbatched = len(shape) == 2
+    n = 1 if unbatched else shape[1]
+    lengths = (torch.tensor(shape[0]), torch.tensor(0)) if unbatched else (
+        torch.full((n,), shape[0]), torch.zeros(n, dtype=torch.long))
+    args = (torch.zeros(shape), torch.zeros(0, dtype=torch.long), *lengths)
+    with pytest.raises(RuntimeError, match="log_probs tensor must not be empty") as native:
+        F.ctc_loss(*args)
+    if on == "numpy":
+        args = tuple(a.numpy() for a in args)
+    with pytest.raises(type(native.value), match=r"log_probs tensor must not be empty \(shape"):
+        ct.ctc_loss(*args)
+    with pytest.raises(CTCRuntimeError):
+        ct.ctc_loss(*args)
+
+
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_torch_func_under_compile_fails_loudly(transform):
+    """torch.compile(torch.func.grad(f)) and torch.compile(torch.func.vmap(f)) around an
+    opaque custom operator: torch 2.13's Dynamo cannot trace an autograd.Function
+    that calls a custom operator under a functorch transform (pytorch#174067,
+    #172428; custom operators' own autograd formula refuses torch.func.grad,
+    #170834).  Not a silent wrong result: it raises.  The eager transforms work
+    (test_torch_func_grad_vmap_jacrev), and so does compile around the loss with
+    autograd (test_ctcloss_module_and_compile).  When torch fixes it, this test
+    fails: then assert the compiled result equals the eager one."""
+    lp, args = _small_case()
+
+    def f(z):
+        return ct.ctc_loss(z, *args)
+
+    fn, x = (torch.func.grad(f), lp) if transform == "grad" else (torch.func.vmap(f), lp[None])
+    with pytest.raises(Exception, match="AutogradFunctionContextVariable|fake tensor"):
+        torch.compile(fn, fullgraph=True)(x)
