@@ -429,3 +429,29 @@ def test_torch_func_under_compile_fails_loudly(transform):
     fn, x = (torch.func.grad(f), lp) if transform == "grad" else (torch.func.vmap(f), lp[None])
     with pytest.raises(Exception, match="AutogradFunctionContextVariable|fake tensor"):
         torch.compile(fn, fullgraph=True)(x)
+
+
+def test_the_engine_reads_the_tensors_own_memory(monkeypatch):
+    """No copy on the way in for CPU tensors: the engine is handed views of the
+    tensors' buffers (log_probs and int64 targets); its gradient array becomes a
+    tensor without a copy, and the backward's one new tensor is that gradient
+    times the incoming one (no branch on its values: see the vmap tests)."""
+    from ctcbridge import _compute
+
+    seen = {}
+    compute = _compute.compute
+
+    def spy(activations, labels, **kwargs):
+        seen["activations"], seen["labels"] = activations, labels
+        losses, grad = compute(activations, labels, **kwargs)
+        seen["grad"] = grad
+        return losses, grad
+
+    monkeypatch.setattr(_compute, "compute", spy)
+    lp, args = _small_case()
+    z = lp.clone().requires_grad_()
+    ct.ctc_loss(z, *args, reduction="none").sum().backward()
+    assert np.shares_memory(seen["activations"], z.detach().numpy())
+    assert np.shares_memory(seen["labels"], args[0].numpy())
+    # the backward scales the engine's gradient by the incoming one: one new tensor
+    assert not np.shares_memory(seen["grad"], z.grad.numpy())
