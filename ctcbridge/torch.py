@@ -20,8 +20,10 @@ Invalid values raise :class:`ctcbridge.errors.CTCRuntimeError`, a
 ``RuntimeError`` like torch's (and a ``ValueError``), empty ``log_probs`` (N,
 T or C of 0) included; a bad ``reduction`` a ``ValueError`` with torch's
 message.  Works on torch tensors (autograd,
-``gradcheck``, ``torch.compile(fullgraph=True)``), numpy, jax and tensorflow
-arrays; the result is of the activations' framework.
+``gradcheck`` with batched gradients, ``torch.compile(fullgraph=True)``,
+``torch.autocast``'s float32 policy, ``torch.func``; second derivatives raise
+as torch's do; device tensors are computed on the host), numpy, jax and
+tensorflow arrays; the result is of the activations' framework.
 """
 
 from __future__ import annotations
