@@ -267,12 +267,14 @@ _FIRST_CALL_COMPILED = textwrap.dedent("""
 """)
 
 
-def test_compile_fullgraph_on_the_first_call_of_the_process():
+def test_compile_fullgraph_on_the_first_call_of_the_process(tmp_path):
     """torch.compile(fullgraph=True) around ctcbridge's very first call (a fresh
     process): the bridge is imported inside Dynamo's trace, which must neither
     break the graph (fullgraph raises then) nor warn."""
+    # run outside the checkout: `-c` puts the working directory first on sys.path,
+    # and the checkout's ctcbridge/ has no built engine
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL_COMPILED], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
