@@ -48,8 +48,8 @@ def _check_dtype(activations: torch.Tensor) -> None:
 
 def _host(t: torch.Tensor) -> np.ndarray:
     """The tensor's values as numpy: a view of the tensor's own memory on the CPU
-    (strided where the tensor is; the engine's layer copies non-contiguous
-    arrays once), a copy to the host from another device."""
+    (strided where the tensor is: the engine reads any strides in place), a copy
+    to the host from another device."""
     return t.detach().numpy() if t.device.type == "cpu" else t.detach().cpu().numpy()
 
 

@@ -455,5 +455,9 @@ def test_the_engine_reads_the_tensors_own_memory(monkeypatch):
     ct.ctc_loss(z, *args, reduction="none").sum().backward()
     assert np.shares_memory(seen["activations"], z.detach().numpy())
     assert np.shares_memory(seen["labels"], args[0].numpy())
+    # a strided view (batch-major memory read as (T, N, C)) is read in place too
+    ntc = lp.transpose(0, 1).contiguous().requires_grad_()
+    ct.ctc_loss(ntc.transpose(0, 1), *args).backward()
+    assert np.shares_memory(seen["activations"], ntc.detach().numpy())
     # the backward scales the engine's gradient by the incoming one: one new tensor
     assert not np.shares_memory(seen["grad"], z.grad.numpy())
