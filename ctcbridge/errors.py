@@ -139,3 +139,8 @@ def tf_invalid_argument(msg: str) -> CTCValueError:
 class CTCCompileError(CTCError, NotImplementedError):
     """A compiled route the engine cannot take, raised when the program is traced
     (``tf.function(jit_compile=True)`` placed on a GPU: the engine runs on the CPU)."""
+
+
+class CTCNotImplementedError(CTCRuntimeError, NotImplementedError):
+    """A dtype the native has no kernel for (torch's ctc_loss on bfloat16 or float16
+    outside autocast raises ``NotImplementedError``)."""

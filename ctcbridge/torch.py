@@ -17,10 +17,13 @@ target_lengths, blank=0, reduction='mean', zero_infinity=False)`` and
   become 0 (they still count in the mean's denominator).
 
 Invalid values raise :class:`ctcbridge.errors.CTCRuntimeError`, a
-``RuntimeError`` like torch's (and a ``ValueError``); a bad ``reduction`` a
-``ValueError`` with torch's message.  Works on torch tensors (autograd,
-``gradcheck``, ``torch.compile(fullgraph=True)``), numpy, jax and tensorflow
-arrays; the result is of the activations' framework.
+``RuntimeError`` like torch's (and a ``ValueError``), empty ``log_probs`` (N,
+T or C of 0) included; a bad ``reduction`` a ``ValueError`` with torch's
+message.  Works on torch tensors (autograd,
+``gradcheck`` with batched gradients, ``torch.compile(fullgraph=True)``,
+``torch.autocast``'s float32 policy, ``torch.func``; second derivatives raise
+as torch's do; device tensors are computed on the host), numpy, jax and
+tensorflow arrays; the result is of the activations' framework.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def _ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, reductio
               zero_infinity):
     blank = as_int(blank, "blank")
     shape = shape_of(log_probs)
+    if 0 in shape:  # torch checks this first (before the blank's range, with C = 0 too)
+        raise CTCRuntimeError(f"log_probs tensor must not be empty (shape {tuple(shape)}: an "
+                              "empty batch, no frames or no classes)")
     unbatched = len(shape) == 2
     if len(shape) in (2, 3) and shape[-1] is not None and not 0 <= blank < shape[-1]:
         raise CTCRuntimeError(f"blank must be in label range (blank = {blank}, C = {shape[-1]})")

@@ -12,7 +12,6 @@ array of a framework's type can only exist if that framework is already in
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 _MODULES = {  # top-level module of an array type -> bridge module
@@ -46,8 +45,38 @@ def bridge_named(name: str):
     """The bridge called `name` ("numpy", "torch"...): imports that framework."""
     bridge = _cache.get(name)
     if bridge is None:
-        bridge = _cache[name] = importlib.import_module(f"{__name__}.{name}").BRIDGE
+        bridge = _cache[name] = _import(name).BRIDGE
     return bridge
+
+
+def _import(name: str):
+    """The bridge module `name`, imported by an ``import`` statement.
+
+    The first call of a process may run inside a framework's tracer
+    (``torch.compile(fullgraph=True)``, ``tf.function``): Dynamo executes an
+    ``import`` statement at trace time but refuses to trace ``importlib``'s
+    functions (a graph break, an error with ``fullgraph``), and AutoGraph warns
+    that it cannot transform ``importlib._bootstrap._gcd_import``.  A statement
+    per bridge is what both trace."""
+    if name == "numpy":
+        from . import numpy as module
+    elif name == "torch":
+        from . import torch as module
+    elif name == "jax":
+        from . import jax as module
+    elif name == "tensorflow":
+        from . import tensorflow as module
+    elif name == "mxnet":
+        from . import mxnet as module
+    elif name == "chainer":
+        from . import chainer as module
+    elif name == "pytensor":
+        from . import pytensor as module
+    elif name == "theano":
+        from . import theano as module
+    else:
+        raise KeyError(name)
+    return module
 
 
 def bridge_for(*arrays):

@@ -1,10 +1,23 @@
-"""The PyTorch bridge: an autograd Function, and a custom operator for compile.
+"""The PyTorch bridge: one ``torch.library`` custom operator, ``ctcbridge::ctc``.
 
-Eagerly the engine runs inside a ``torch.autograd.Function`` (works with
-``gradcheck``); under ``torch.compile(fullgraph=True)`` the same computation
-is the ``torch.library.custom_op`` ``ctcbridge::ctc``, with autograd and a
-fake kernel that gives output shapes without running the engine.  Tensors on another device are computed on the
-CPU and the results returned on the input's device.
+The engine runs inside the operator's CPU kernel; the operator has what
+torch's own operators have, so that every torch tool composes with it:
+
+- an autograd formula (:class:`_CTC`, with ``setup_context``): the backward
+  scales the engine's gradient per sample and never branches on a tensor's
+  values, so ``torch.func.grad``, ``vmap`` over it, ``jacrev`` and
+  ``gradcheck(check_batched_grad=True)`` work;
+- a fake kernel (output shapes without running the engine), for
+  ``torch.compile(fullgraph=True)`` and ``torch.export``;
+- a vmap rule (the engine once per vmapped slice);
+- autocast's float32 policy, the one torch's ``ctc_loss`` has: under
+  ``torch.autocast`` bfloat16 and float16 activations are computed in float32.
+
+Second derivatives are refused as torch refuses them for its own CTC: the
+gradient is differentiable only in the incoming gradient; differentiating it
+in the activations raises a ``RuntimeError`` (never a silently wrong or
+detached result).  Tensors on another device are computed on the host and the
+results copied back to the input's device.
 """
 
 from __future__ import annotations
@@ -13,83 +26,140 @@ import numpy as np
 import torch
 
 from .._contract import CTCCall, call_of as _get, run
-from ..errors import GradientNotComputedError
+from ..errors import CTCNotImplementedError, GradientNotComputedError
 from .base import Bridge
+
+_COMPUTED = (torch.float32, torch.float64)  # what the engine reads (numpy's float types)
 
 
 def _key(call: CTCCall) -> str:
-    return repr(call.key)  # fake kernels under torch.compile see only this string
+    return repr(call.key)  # the operator (and its fake kernel) sees only this string
+
+
+def _check_dtype(activations: torch.Tensor) -> None:
+    # torch's ctc_loss has no bfloat16/float16 kernel either: outside autocast
+    # (which casts them to float32 before the call) it raises NotImplementedError
+    if activations.dtype not in _COMPUTED:
+        raise CTCNotImplementedError(
+            f"ctcbridge's ctc_loss is not implemented for log_probs of dtype "
+            f"{activations.dtype} (as torch's ctc_loss): cast them to float32, or call it "
+            "under torch.autocast, which computes it in float32")
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """The tensor's values as numpy: a view of the tensor's own memory on the CPU
+    (strided where the tensor is: the engine reads any strides in place), a copy
+    to the host from another device."""
+    return t.detach().numpy() if t.device.type == "cpu" else t.detach().cpu().numpy()
 
 
 @torch.library.custom_op("ctcbridge::ctc", mutates_args=())
 def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
             want_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    call = _get(key)
-    x = activations.detach().cpu().numpy()
-    losses, grad = run(call, x, *[a.detach().cpu().numpy() for a in aux], want_grad=want_grad,
-                       bridge=BRIDGE)
+    """(per-sample losses (N,), d sum(losses) / d activations, or an empty tensor
+    where ``want_grad`` is false)."""
+    _check_dtype(activations)
+    losses, grad = run(_get(key), _host(activations), *[_host(a) for a in aux],
+                       want_grad=want_grad, bridge=BRIDGE)
     device = activations.device
-    out_grad = torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None else \
-        activations.new_empty((0,), device="cpu")
+    # the engine returns new C-contiguous arrays: from_numpy shares them, no copy
+    out_grad = (torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None
+                else activations.new_empty((0,)))
     return torch.from_numpy(np.ascontiguousarray(losses)).to(device), out_grad.to(device)
 
 
 @_ctc_op.register_fake
 def _(activations, aux, key, want_grad):
+    _check_dtype(activations)
     n = _get(key).batch_size(tuple(activations.shape))
     grad = torch.empty_like(activations) if want_grad else activations.new_empty((0,))
     return activations.new_empty((n,)), grad
 
 
-def _setup_context(ctx, inputs, output):
-    activations, aux, key, _want = inputs
-    ctx.batch_axis = _get(key).batch_axis
-    ctx.n_aux = len(aux)
-    ctx.save_for_backward(output[1])
+class _CTC(torch.autograd.Function):
+    """The loss as a differentiable function: the operator forward, the engine's
+    gradient scaled per sample backward.
 
+    An ``autograd.Function`` with ``setup_context`` rather than the operator's
+    ``register_autograd``: torch 2.13 runs a custom operator's autograd formula
+    in a Function without ``setup_context``, which ``torch.func.grad``, ``jacrev``
+    and ``vmap`` over a gradient refuse.  This one composes with them (its
+    forward is vmapped through the operator's vmap rule, its backward is torch
+    operations), and Dynamo traces it, with the operator inside."""
 
-def _backward(ctx, g_losses, _g_grad):
-    (grad,) = ctx.saved_tensors
-    if grad.numel() == 0 and g_losses.numel():
-        raise GradientNotComputedError("ctcbridge: the gradient was not computed (the activations did not "
-                           "require grad when the loss was computed)")
-    # traced code (this op exists for torch.compile) must not branch on values:
-    # older torch versions trace this backward with is_compiling() False
-    return _scale(grad, g_losses, ctx.batch_axis, traced=True), [None] * ctx.n_aux, None, None
-
-
-def _scale(grad, g_losses, batch_axis, traced=False):
-    """The gradient of sum_n g[n] * loss[n]: each sample's rows times g[n]."""
-    if not traced and not torch.compiler.is_compiling() and bool((g_losses == 1).all()):
-        return grad  # d sum(losses): no copy needed
-    return BRIDGE.scale_per_sample(grad, g_losses, batch_axis)
-
-
-_ctc_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _EagerCTC(torch.autograd.Function):
-    """The same operation for eager mode: ``torch.autograd.Function`` has less
-    per-call overhead than the custom-op dispatcher, which only
-    ``torch.compile`` needs."""
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, activations, call, *aux):
-        want = ctx.needs_input_grad[0]
-        losses, grad = run(call, activations.detach().cpu().numpy(),
-                           *[a.detach().cpu().numpy() for a in aux], want_grad=want,
-                           bridge=BRIDGE)
-        ctx.batch_axis = call.batch_axis
-        ctx.n_aux = len(aux)
-        if want:
-            ctx.save_for_backward(torch.from_numpy(np.ascontiguousarray(grad)).to(
-                activations.device))
-        return torch.from_numpy(np.ascontiguousarray(losses)).to(activations.device)
+    def forward(activations, key, want_grad, *aux):
+        return _ctc_op(activations, list(aux), key, want_grad)
 
     @staticmethod
-    def backward(ctx, g_losses):
-        (grad,) = ctx.saved_tensors
-        return (_scale(grad, g_losses, ctx.batch_axis), None) + (None,) * ctx.n_aux
+    def setup_context(ctx, inputs, output):
+        activations, key, _want, *_aux = inputs
+        ctx.batch_axis = _get(key).batch_axis
+        ctx.n_aux = len(_aux)
+        ctx.dtype = activations.dtype  # bfloat16 under autocast, computed in float32
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros (N x the activations) for output[1]
+        ctx.save_for_backward(output[1], activations)
+
+    @staticmethod
+    def backward(ctx, g_losses, _g_grad):
+        grad, activations = ctx.saved_tensors
+        if g_losses is None:  # no gradient reached the losses (grads are not materialized)
+            return (None, None, None) + (None,) * ctx.n_aux
+        if grad.numel() == 0 and g_losses.numel():  # a shape, not a value: vmap allows it
+            raise GradientNotComputedError(
+                "ctcbridge: the gradient was not computed (the activations did not require "
+                "grad when the loss was computed)")
+        if torch.is_grad_enabled():  # create_graph=True, or inside torch.func's transforms
+            grad = _NoSecondDerivative.apply(grad, activations)
+        # d sum_n g[n] loss[n]: no branch on g's values (vmap batches this backward)
+        scaled = BRIDGE.scale_per_sample(grad, g_losses, ctx.batch_axis)
+        return (scaled.to(ctx.dtype), None, None) + (None,) * ctx.n_aux
+
+
+class _NoSecondDerivative(torch.autograd.Function):
+    """The engine's gradient, as a function of the activations whose derivative
+    raises: the engine gives no second derivative, and without this link the
+    gradient of ``create_graph=True`` would be silently detached (or, through the
+    incoming gradient alone, a wrong Hessian)."""
+
+    generate_vmap_rule = True  # pure torch forward: vmap, grad and jacrev compose
+
+    @staticmethod
+    def forward(grad, activations):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, _g):
+        # the native's type and wording (torch: "derivative for
+        # aten::_ctc_loss_backward is not implemented")
+        raise RuntimeError("derivative for ctcbridge::ctc's backward is not implemented "
+                           "(second derivatives of the CTC loss are not computed, as in "
+                           "torch's ctc_loss)")
+
+
+def _vmap(info, in_dims, activations, aux, key, want_grad):
+    """vmap: the operator once per slice of the vmapped dimension, stacked."""
+    x_dim, aux_dims = in_dims[0], in_dims[1]
+    losses, grads = [], []
+    for i in range(info.batch_size):
+        x = activations if x_dim is None else activations.select(x_dim, i)
+        a = [t if d is None else t.select(d, i) for t, d in zip(aux, aux_dims)]
+        loss, grad = _ctc_op(x, a, key, want_grad)
+        losses.append(loss)
+        grads.append(grad)
+    return (torch.stack(losses), torch.stack(grads)), (0, 0)
+
+
+_ctc_op.register_vmap(_vmap)
+for _device in ("cpu", "cuda"):  # torch's ctc_loss is on both float32 lists
+    _ctc_op.register_autocast(_device, torch.float32)
 
 
 def _tensor(a):
@@ -112,11 +182,8 @@ class TorchBridge(Bridge):
 
     def ctc(self, call: CTCCall, activations, aux):
         x = _tensor(activations)
-        tensors = [_tensor(a) for a in aux]
-        if not torch.compiler.is_compiling():
-            return _EagerCTC.apply(x, call, *tensors)
         want = bool(x.requires_grad and torch.is_grad_enabled())
-        losses, _ = _ctc_op(x, tensors, _key(call), want)
+        losses, _ = _CTC.apply(x, _key(call), want, *[_tensor(a) for a in aux])
         return losses
 
     def asarray(self, x, like=None):
