@@ -81,6 +81,9 @@ def _feature_tests():
         "zero-frames-empty-label": lambda c: bool(
             ((c.input_lengths == 0) & (c.label_lengths == 0)).any()),
         "padding-frames": lambda c: bool((c.input_lengths < c.shape[0]).any()),
+        # NaN or +-inf in frames past a sample's input length (never read by ours)
+        "non-finite-padding": lambda c: bool(
+            (~np.isfinite(c.activations[~_used(c)])).any()),
     }
 
 
