@@ -355,3 +355,18 @@ def test_short_calls_stay_on_the_calling_thread(monkeypatch):
                                                                  real(self))[1])
     ctcbridge.ctc_loss_and_grad(np.zeros((50, 4, 6)), [[1, 2]] * 4)
     assert "ctcbridge-engine" not in started
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [2, 4, 8, 5000])
+def test_a_confident_frame_keeps_its_small_loss(dtype, C):
+    """One frame whose label leads by 19 nats: the loss is the rest of the
+    softmax, about 5.6e-9 x (C - 1).  Summed as 1 + rest in float32, the rest
+    was rounded away (loss 3e-17, gradient 0 instead of -1.7e-8)."""
+    x = np.zeros((1, 1, C), dtype=dtype)
+    x[0, 0, 1] = 19
+    ref_loss, ref_grad = reference.ctc_loss_and_grad(x.astype(np.float64), [[1]])
+    for log_space in (False, True):
+        loss, grad = compute(x, [[1]], log_space=log_space)
+        np.testing.assert_allclose(loss, ref_loss, rtol=2e-5)
+        np.testing.assert_allclose(grad[0, 0, 1], ref_grad[0, 0, 1], rtol=2e-5)
