@@ -88,6 +88,10 @@ class CTCCall:
     # the result has at least the framework's default float precision, where the
     #   framework has that rule (jax: jnp.result_type(float), optax's result)
     at_least_default_float: bool = False
+    # float32/float64 activations only, as torch's own ctc_loss: half precision raises
+    #   NotImplementedError outside autocast (torch bridge; the other signatures compute
+    #   it in float32 and return its dtype)
+    full_precision_only: bool = False
 
 
 _FACTORIES: dict = {}

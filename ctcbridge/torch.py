@@ -80,7 +80,7 @@ def _call(blank, zero_infinity, unbatched):
     return CTCCall(prepare=partial(_prepare, blank=blank, zero_infinity=zero_infinity,
                                    unbatched=unbatched),
                    batch_size=(lambda s: 1) if unbatched else (lambda s: s[1]),
-                   batch_axis=None if unbatched else 1)
+                   batch_axis=None if unbatched else 1, full_precision_only=True)
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",

@@ -36,10 +36,12 @@ def _key(call: CTCCall) -> str:
     return repr(call.key)  # the operator (and its fake kernel) sees only this string
 
 
-def _check_dtype(activations: torch.Tensor) -> None:
-    # torch's ctc_loss has no bfloat16/float16 kernel either: outside autocast
-    # (which casts them to float32 before the call) it raises NotImplementedError
-    if activations.dtype not in _COMPUTED:
+def _check_dtype(activations: torch.Tensor, key: str) -> None:
+    # torch's ctc_loss has no bfloat16/float16 kernel: outside autocast (which
+    # casts them to float32 before the call) it raises NotImplementedError.  That
+    # is torch's signature's rule (CTCCall.full_precision_only); the other
+    # signatures on torch tensors compute half precision in float32.
+    if activations.dtype not in _COMPUTED and _get(key).full_precision_only:
         raise CTCNotImplementedError(
             f"ctcbridge's ctc_loss is not implemented for log_probs of dtype "
             f"{activations.dtype} (as torch's ctc_loss): cast them to float32, or call it "
@@ -58,7 +60,7 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
             want_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-sample losses (N,), d sum(losses) / d activations, or an empty tensor
     where ``want_grad`` is false)."""
-    _check_dtype(activations)
+    _check_dtype(activations, key)
     losses, grad = run(_get(key), _host(activations), *[_host(a) for a in aux],
                        want_grad=want_grad, bridge=BRIDGE)
     device = activations.device
@@ -70,7 +72,7 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
 
 @_ctc_op.register_fake
 def _(activations, aux, key, want_grad):
-    _check_dtype(activations)
+    _check_dtype(activations, key)
     n = _get(key).batch_size(tuple(activations.shape))
     grad = torch.empty_like(activations) if want_grad else activations.new_empty((0,))
     return activations.new_empty((n,)), grad
