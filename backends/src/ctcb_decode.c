@@ -15,19 +15,13 @@
  * per-sample routine per function.
  *
  */
-#define _GNU_SOURCE /* sched_getaffinity */
 #include "ctcb_internal.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#if defined(__linux__)
-#  include <sched.h>
-#endif
 
 /* How often (frames) the per-sample loops look at the cancel flag. */
 #define DEC_CANCEL_PERIOD 512
@@ -1010,20 +1004,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static int64_t available_cores(void)
-{
-#if defined(__linux__)
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        const int count = CPU_COUNT(&set);
-        if (count > 0)
-            return count;
-    }
-#endif
-    const long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return online > 0 ? (int64_t)online : 1;
-}
-
 /* Validate, snapshot, run the pool.  The output pointers are in `job`. */
 static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_options *options,
                int outputs_status)
@@ -1039,21 +1019,8 @@ static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_o
         return status;
     }
     (void)options;
-    int64_t threads = job->opt.num_threads > 0 ? job->opt.num_threads : available_cores();
-    if (threads > N)
-        threads = N;
     dec_pool pool = {job, 0, CTCB_OK};
-    pthread_t *ids = NULL;
-    int64_t started = 0;
-    if (threads > 1 && (ids = (pthread_t *)malloc((size_t)(threads - 1) * sizeof *ids))) {
-        for (; started < threads - 1; ++started)
-            if (pthread_create(&ids[started], NULL, worker, &pool) != 0)
-                break; /* the threads already running, and this one, do the rest */
-    }
-    worker(&pool);
-    for (int64_t i = 0; i < started; ++i)
-        pthread_join(ids[i], NULL);
-    free(ids);
+    const int64_t threads = ctcb_run_workers(job->opt.num_threads, N, worker, &pool);
     const int64_t max_input = job->max_input, max_label = job->max_label;
     job_free(job);
     if (cancelled(job))

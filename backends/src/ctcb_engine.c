@@ -418,6 +418,25 @@ static int64_t available_cores(void)
     return online > 0 ? (int64_t)online : 1;
 }
 
+int64_t ctcb_run_workers(int32_t requested, int64_t batch, void *(*work)(void *), void *arg)
+{
+    int64_t threads = requested > 0 ? requested : available_cores();
+    if (threads > batch)
+        threads = batch;
+    pthread_t *ids = NULL;
+    int64_t started = 0;
+    if (threads > 1 && (ids = (pthread_t *)malloc((size_t)(threads - 1) * sizeof *ids))) {
+        for (; started < threads - 1; ++started)
+            if (pthread_create(&ids[started], NULL, work, arg) != 0)
+                break; /* the threads already running, and this one, do the rest */
+    }
+    work(arg);
+    for (int64_t i = 0; i < started; ++i)
+        pthread_join(ids[i], NULL);
+    free(ids);
+    return threads;
+}
+
 CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *options)
 {
     ctcb_clear_error();
@@ -441,21 +460,8 @@ CTCB_API int ctcb_ctc_loss(const ctcb_problem *problem, const ctcb_options *opti
     }
     job.problem = problem;
 
-    int64_t threads = job.options.num_threads > 0 ? job.options.num_threads : available_cores();
-    if (threads > N)
-        threads = N;
     ctcb_pool pool = {&job, 0, CTCB_OK};
-    pthread_t *ids = NULL;
-    int64_t started = 0;
-    if (threads > 1 && (ids = (pthread_t *)malloc((size_t)(threads - 1) * sizeof *ids))) {
-        for (; started < threads - 1; ++started)
-            if (pthread_create(&ids[started], NULL, worker, &pool) != 0)
-                break; /* the threads already running, and this one, do the rest */
-    }
-    worker(&pool);
-    for (int64_t i = 0; i < started; ++i)
-        pthread_join(ids[i], NULL);
-    free(ids);
+    const int64_t threads = ctcb_run_workers(job.options.num_threads, N, worker, &pool);
     ctcb_snapshot_free(&snap);
     if (ctcb_cancelled(&job))
         return ctcb_fail(CTCB_ERR_CANCELLED, "cancelled by options.cancel; the outputs are unspecified");

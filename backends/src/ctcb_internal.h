@@ -32,6 +32,13 @@ typedef struct ctcb_job {
  * and return `status`; shared by the loss and the decoders. */
 CTCB_HIDDEN int ctcb_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Run `work(arg)` on min(requested or every core this process may use,
+ * batch) threads, this one included, and join them; returns that count.  A
+ * thread that cannot be started leaves its share to the others (the workers
+ * take samples from a shared counter). */
+CTCB_HIDDEN int64_t ctcb_run_workers(int32_t requested, int64_t batch, void *(*work)(void *),
+                                     void *arg);
+
 /* Empty the calling thread's detail message (at the start of every call). */
 CTCB_HIDDEN void ctcb_clear_error(void);
 
