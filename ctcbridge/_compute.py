@@ -263,6 +263,31 @@ def _strides(arr: np.ndarray, t_ax: int, n_ax: int) -> Any:
     return _engine._I64x3(s[t_ax], s[n_ax], s[2])
 
 
+def _common_arguments(activations, layout, inputs, blank, num_threads):
+    """The arguments every engine entry point reads the same way (the loss and the
+    decoders): ``(activations not yet converted, dtype to compute in, dtype to
+    return, (T, N, C), (time axis, batch axis), blank, num_threads)``, each checked."""
+    _choice(layout, "layout", LAYOUTS)
+    _choice(inputs, "inputs", tuple(INPUT_KINDS))
+    acts, dt, out_dtype = _activations(activations)
+    if acts.ndim != 3:
+        raise CTCValueError(
+            f"activations must be 3-D ({' x '.join(layout)}), got shape {acts.shape}"
+        )
+    T, N, C = acts.shape if layout == "TNC" else (acts.shape[1], acts.shape[0], acts.shape[2])
+    axes = (0, 1) if layout == "TNC" else (1, 0)
+    if C < 1:
+        raise CTCValueError(f"activations has an empty class axis (C = {C}); the blank needs one")
+    blank = _as_int(blank, "blank")
+    if not 0 <= blank < C:
+        raise CTCValueError(f"blank = {blank} is outside [0, C = {C})")
+    num_threads = _as_int(num_threads, "num_threads")
+    if not 0 <= num_threads <= _INT32_MAX:
+        raise CTCValueError(f"num_threads = {num_threads} is outside [0, {_INT32_MAX}] "
+                            "(0 means all cores)")
+    return acts, dt, out_dtype, (T, N, C), axes, blank, num_threads
+
+
 def compute(
     activations: Any,
     labels: Any,
@@ -293,25 +318,9 @@ def compute(
     Every argument is checked, and every copy or conversion the call needs
     is counted by the memory check, before anything is allocated.
     """
-    _choice(layout, "layout", LAYOUTS)
-    _choice(inputs, "inputs", tuple(INPUT_KINDS))
     _choice(infeasible, "infeasible", tuple(INFEASIBLE))
-    acts, dt, out_dtype = _activations(activations)
-    if acts.ndim != 3:
-        raise CTCValueError(
-            f"activations must be 3-D ({' x '.join(layout)}), got shape {acts.shape}"
-        )
-    T, N, C = acts.shape if layout == "TNC" else (acts.shape[1], acts.shape[0], acts.shape[2])
-    t_ax, n_ax = (0, 1) if layout == "TNC" else (1, 0)
-    if C < 1:
-        raise CTCValueError(f"activations has an empty class axis (C = {C}); the blank needs one")
-    blank = _as_int(blank, "blank")
-    if not 0 <= blank < C:
-        raise CTCValueError(f"blank = {blank} is outside [0, C = {C})")
-    num_threads = _as_int(num_threads, "num_threads")
-    if not 0 <= num_threads <= _INT32_MAX:
-        raise CTCValueError(f"num_threads = {num_threads} is outside [0, {_INT32_MAX}] "
-                            "(0 means all cores)")
+    acts, dt, out_dtype, (T, N, C), (t_ax, n_ax), blank, num_threads = _common_arguments(
+        activations, layout, inputs, blank, num_threads)
     labs = _Labels(labels, label_lengths, N)
     in_len = _lengths(input_lengths, "input_lengths", N)
 

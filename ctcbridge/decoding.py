@@ -30,9 +30,8 @@ from ._compute import (
     _NATIVE,
     _INT32_MAX,
     _Labels,
-    _activations,
     _as_int,
-    _choice,
+    _common_arguments,
     _int64,
     _int64_copy_bytes,
     _int_array,
@@ -42,7 +41,7 @@ from ._compute import (
     _strides,
     check_memory,
 )
-from ._options import INPUT_KINDS, LAYOUTS
+from ._options import INPUT_KINDS
 from .canonical import Inputs, IntArray, Layout
 from .errors import CTCValueError
 
@@ -88,24 +87,8 @@ class _Input:
 
     def __init__(self, activations, labels, input_lengths, label_lengths, *, blank, layout,
                  inputs, num_threads, with_labels: bool, workspace) -> None:
-        _choice(layout, "layout", LAYOUTS)
-        _choice(inputs, "inputs", tuple(INPUT_KINDS))
-        acts, dt, self.out_dtype = _activations(activations)
-        if acts.ndim != 3:
-            raise CTCValueError(
-                f"activations must be 3-D ({' x '.join(layout)}), got shape {acts.shape}")
-        T, N, C = acts.shape if layout == "TNC" else (acts.shape[1], acts.shape[0], acts.shape[2])
-        self.t_ax, self.n_ax = (0, 1) if layout == "TNC" else (1, 0)
-        if C < 1:
-            raise CTCValueError(f"activations has an empty class axis (C = {C}); the blank "
-                                "needs one")
-        blank = _as_int(blank, "blank")
-        if not 0 <= blank < C:
-            raise CTCValueError(f"blank = {blank} is outside [0, C = {C})")
-        num_threads = _as_int(num_threads, "num_threads")
-        if not 0 <= num_threads <= _INT32_MAX:
-            raise CTCValueError(f"num_threads = {num_threads} is outside [0, {_INT32_MAX}] "
-                                "(0 means all cores)")
+        (acts, dt, self.out_dtype, (T, N, C), (self.t_ax, self.n_ax), blank,
+         num_threads) = _common_arguments(activations, layout, inputs, blank, num_threads)
         labs = _Labels(labels, label_lengths, N) if with_labels else None
         in_len = _lengths(input_lengths, "input_lengths", N)
         max_input = max(0, min(int(in_len.max()) if in_len is not None and in_len.size else T, T))
