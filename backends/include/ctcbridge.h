@@ -175,7 +175,7 @@ typedef struct ctcb_problem {
     const int64_t *label_lengths;    /* N values >= 0 (<= S when padded);
                                         NULL = S for all (padded only) */
     void *losses;                    /* N outputs (dtype): the per-sample loss */
-    void *grad;                      /* NULL = forward only */
+    void *grad;                      /* NULL = forward only; must not overlap activations */
     int64_t grad_strides[3];         /* element strides of t, n, c */
 } ctcb_problem;
 

@@ -221,6 +221,33 @@ void ctcb_snapshot_free(ctcb_snapshot *snap)
     snap->ints = snap->labels = NULL;
 }
 
+/* The byte range [lo, hi) an array of shape (T, N, C) spans from base. */
+static void byte_span(const void *base, const int64_t strides[3], int64_t T, int64_t N, int64_t C,
+                      size_t size, uintptr_t *lo, uintptr_t *hi)
+{
+    const int64_t extent[3] = {T, N, C};
+    int64_t first = 0, last = 0; /* fits: ctcb_check_strides bounds the reach by 2^63 */
+    for (int d = 0; d < 3; ++d) {
+        const int64_t part = strides[d] * (extent[d] - 1);
+        if (part < 0)
+            first += part;
+        else
+            last += part;
+    }
+    *lo = (uintptr_t)base + (uintptr_t)first * size;
+    *hi = (uintptr_t)base + (uintptr_t)(last + 1) * size;
+}
+
+/* Whether the gradient and the activations share any byte. */
+static int spans_overlap(const ctcb_problem *p, int64_t T, int64_t N, int64_t C)
+{
+    const size_t size = p->dtype == CTCB_FLOAT32 ? sizeof(float) : sizeof(double);
+    uintptr_t alo, ahi, glo, ghi;
+    byte_span(p->activations, p->act_strides, T, N, C, size, &alo, &ahi);
+    byte_span(p->grad, p->grad_strides, T, N, C, size, &glo, &ghi);
+    return alo < ghi && glo < ahi;
+}
+
 /* Sizes, options and strides: everything that reads no array. */
 static int validate_shape(const ctcb_problem *p, const ctcb_options *o)
 {
@@ -256,6 +283,12 @@ static int validate_shape(const ctcb_problem *p, const ctcb_options *o)
         return status;
     if (p->grad && (status = ctcb_check_strides("grad_strides", p->grad_strides, T, N, C)))
         return status;
+    if (p->grad && elements > 0 && spans_overlap(p, T, N, C))
+        /* the kernel keeps each frame's exps in the gradient row while it
+         * still reads the activations (and any in-place gradient would read
+         * back its own writes) */
+        return ctcb_fail(CTCB_ERR_INVALID_SIZE,
+                         "grad overlaps activations in memory: the gradient needs its own array");
     if (p->label_format == CTCB_LABELS_PADDED && p->label_stride < 0)
         return ctcb_fail(CTCB_ERR_INVALID_SIZE, "label_stride = %lld is negative",
                     (long long)p->label_stride);

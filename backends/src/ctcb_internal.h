@@ -115,6 +115,7 @@ typedef struct ctcb_workspace {
                           each frame's class probabilities (logits), kept from the
                           emissions for the gradient rows */
     int64_t *ext;      /* S: the extended label sequence */
+    const int64_t *lab; /* L: the sample's labels (its snapshot), ext[2j + 1] */
     void *block;       /* the single allocation behind all of the above */
 } ctcb_workspace;
 

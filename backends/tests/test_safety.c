@@ -222,8 +222,34 @@ static void test_huge_ties(void)
         CLOSE(ga[i], gb[i], 1e-12);
 }
 
+static void test_grad_overlapping_activations(void)
+{
+    /* the kernel keeps a frame's exps in the gradient row while it still
+     * reads the activations: an overlapping gradient is refused, a disjoint
+     * one (even in the same buffer) is fine */
+    double buf[2 * 3 * 4] = {0}, loss;
+    int64_t label = 1;
+    ctcb_problem p = padded(3, 1, 4, buf, NULL, &label, 1, NULL, &loss, buf + 1);
+    CHECK(ctcb_ctc_loss(&p, NULL) == CTCB_ERR_INVALID_SIZE, "overlap: %s", ctcb_last_error());
+    CHECK(strstr(ctcb_last_error(), "overlaps activations") != NULL, "%s", ctcb_last_error());
+    p.grad = buf; /* in place */
+    CHECK(ctcb_ctc_loss(&p, NULL) == CTCB_ERR_INVALID_SIZE, "in place: %s", ctcb_last_error());
+    p.grad = buf + 12;
+    CHECK(ctcb_ctc_loss(&p, NULL) == CTCB_OK, "disjoint: %s", ctcb_last_error());
+    /* negative strides: the span runs downwards from the base */
+    p.activations = buf + 11;
+    p.act_strides[0] = -4;
+    p.act_strides[2] = -1;
+    p.grad = buf + 12;
+    CHECK(ctcb_ctc_loss(&p, NULL) == CTCB_OK, "reversed, disjoint: %s", ctcb_last_error());
+    p.grad = buf + 11;
+    CHECK(ctcb_ctc_loss(&p, NULL) == CTCB_ERR_INVALID_SIZE, "reversed, overlap: %s",
+          ctcb_last_error());
+}
+
 int main(void)
 {
+    test_grad_overlapping_activations();
     test_concurrent_writer();
     test_cancel();
     test_underflowing_emissions();
