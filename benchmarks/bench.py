@@ -365,6 +365,8 @@ measures their sum.
 | one exp per class with C > S as well: the pass that sums exp(x - max) stores each term in the gradient row, which the backward pass only scales | = | = | 19.6 M (-35%) | = | = | = | yes |
 | renormalisation folded into the next frame's multiply-add (forward and backward: one pass over the states per frame instead of two), occupancy and its sum in one pass | 0.37 M | 11.80 M (-10%) | = | 34.6 M (-12%) | 33.9 M (-13%) | 21.7 M (-8%) | yes |
 | labels gathered contiguously (the blank states take one value) | = | 11.67 M (-1%) | = | 33.9 M (-2%) | 33.0 M (-3%) | 21.6 M | yes |
+| occupancies subtracted in place from the kept probabilities (their last use), no copy of the row | 0.36 M | 11.45 M (-2%) | = | 33.7 M | 32.8 M | 20.95 M (-3%) | yes |
+| the blank states' occupancy summed inside the occupancy pass (a parity select) | | 11.68 M (+2%) | | 34.7 M (+3%) | 33.9 M (+3%) | 21.3 M (+2%) | no |
 | class occupancies accumulated in a zeroed array, then one fused subtraction pass | | 12.56 M (+8%) | | | | | no: re-zeroing the touched classes costs more than the copy it saves |
 | the same gather without `omp simd` | | 12.43 M (+6%) | | | | | no |
 
