@@ -367,6 +367,7 @@ measures their sum.
 | labels gathered contiguously (the blank states take one value) | = | 11.67 M (-1%) | = | 33.9 M (-2%) | 33.0 M (-3%) | 21.6 M | yes |
 | occupancies subtracted in place from the kept probabilities (their last use), no copy of the row | 0.36 M | 11.45 M (-2%) | = | 33.7 M | 32.8 M | 20.95 M (-3%) | yes |
 | the blank states' occupancy summed inside the occupancy pass (a parity select) | | 11.68 M (+2%) | | 34.7 M (+3%) | 33.9 M (+3%) | 21.3 M (+2%) | no |
+| the class probabilities left unnormalised (exp(x - max)), divided in the gather and in the gradient row instead of a pass over the classes | | 11.50 M (+0.4%) | | 34.4 M (+2%) | 33.5 M (+2%) | 20.7 M (-1%) | no: the gather's multiply costs more than the pass once L > C |
 | class occupancies accumulated in a zeroed array, then one fused subtraction pass | | 12.56 M (+8%) | | | | | no: re-zeroing the touched classes costs more than the copy it saves |
 | the same gather without `omp simd` | | 12.43 M (+6%) | | | | | no |
 
