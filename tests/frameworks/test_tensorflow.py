@@ -695,6 +695,62 @@ def test_tf1_behaviour_negative_blank_unknown_dims(tmp_path):
     assert proc.returncode == 0 and "TF1 OK" in proc.stdout, proc.stderr[-3000:]
 
 
+FIRST_TRACE = """
+import sys
+import numpy as np
+import tensorflow as tf
+import ctcbridge.MODULE as m
+assert "ctcbridge._bridges.tensorflow" not in sys.modules  # imported inside the trace
+rng = np.random.default_rng(0)
+x = tf.constant(rng.standard_normal(SHAPE).astype(np.float32))
+labels = tf.constant([[1, 2], [3, 3]])
+lengths = tf.constant([2, 2]), tf.constant([6, 5])
+
+@tf.function(jit_compile=JIT)  # AutoGraph converts the function, and what it calls
+def loss_and_grad(z):
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = CALL
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, z)
+
+loss, grad = loss_and_grad(x)  # ctcbridge's first call of the process: traced
+native = NATIVE
+np.testing.assert_allclose(loss.numpy(), native.numpy(), rtol=1e-5)
+assert np.isfinite(grad.numpy()).all()
+print("FIRST TRACE OK")
+"""
+
+_FIRST_TRACES = {
+    "tensorflow": ((6, 2, 5), "m.ctc_loss(labels, z, *lengths)",
+                   "tf.nn.ctc_loss(labels, x, *lengths)"),
+    "keras": ((2, 6, 5), "m.ctc_loss(labels, z, *lengths)",
+              "__import__('keras').ops.ctc_loss(labels, x, *lengths)"),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("module", list(_FIRST_TRACES))
+def test_first_trace_of_the_process_has_no_autograph_warning(module, jit, tmp_path):
+    """ctcbridge's first call of a fresh process inside tf.function (the bridge is
+    imported while AutoGraph converts the trace): the native's value, and no
+    "AutoGraph could not transform" warning (a lazy import through importlib
+    once made AutoGraph warn about _gcd_import)."""
+    shape, call, native = _FIRST_TRACES[module]
+    code = (FIRST_TRACE.replace("MODULE", module).replace("SHAPE", repr(shape))
+            .replace("JIT", repr(jit)).replace("CALL", call).replace("NATIVE", native))
+    # a file, not `-c`: AutoGraph converts only functions whose source it can read
+    script = tmp_path / "first_trace.py"
+    script.write_text(code)
+    proc = _fresh_python(f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, "
+                         f"'exec'))", tmp_path)
+    assert proc.returncode == 0 and "FIRST TRACE OK" in proc.stdout, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "AutoGraph could not transform" not in output, output[-3000:]
+    assert "ctcbridge" not in "\n".join(line for line in output.splitlines()
+                                        if "WARNING" in line), output[-3000:]
+
+
 V1_ALL_BLANK = """
 import tensorflow as tf
 sp = tf.SparseTensor([[0, 0], [1, 0]], tf.constant([4, 1]), [2, 1])
