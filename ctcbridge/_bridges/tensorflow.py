@@ -1,6 +1,8 @@
 """The TensorFlow bridge: ``tf.custom_gradient`` around the engine.
 
-Eagerly the engine runs directly on the tensors' numpy values.  Inside a
+Eagerly the engine runs directly on the tensors' memory (DLPack views), its
+result arrays become tensors without a copy, and the call is recorded on the
+tapes as one operation (:meth:`TensorFlowBridge._eager`).  Inside a
 ``tf.function``, a signature whose call carries a ``traced["tensorflow"]`` (its
 numpy ``prepare`` written with TF ops, returning a
 :class:`~ctcbridge._contract.Traced`) runs the
@@ -47,6 +49,11 @@ from .._contract import CTCCall, run
 from .._options import EngineOptions
 from ..errors import CTCCompileError, CTCError, EngineError
 from .base import Bridge
+
+try:  # recording an eager operation on the tapes: TF >= 2.13, then TF 2.12's module
+    from tensorflow.python.eager import record as _record
+except ImportError:  # pragma: no cover
+    from tensorflow.python.eager import tape as _record
 
 
 _op_lock = threading.Lock()
@@ -435,6 +442,31 @@ def _xla_call(call: CTCCall, xv, aux):
                    lambda: (losses, grad))
 
 
+# --- eager: the tensors' own memory in, the engine's arrays out, through DLPack
+
+_ADOPTABLE = (np.dtype(np.float32), np.dtype(np.float64))
+_TF_ALIGN = 64  # TF's tensors must start on 64 bytes: from_dlpack of another address aborts
+
+
+def _host(t) -> np.ndarray:
+    """An eager tensor's values as numpy: a read-only view of its memory on the CPU
+    (DLPack), a copy where DLPack cannot give one (another device, bfloat16)."""
+    try:
+        return np.from_dlpack(t)
+    except (RuntimeError, BufferError, TypeError, ValueError):
+        return t.numpy()
+
+
+def _adopt(a: np.ndarray, dtype) -> tf.Tensor:
+    """A tensor of the engine's new array `a` (referenced nowhere else) in `dtype`:
+    `a`'s own memory, through DLPack, where TF can take it (float32/float64,
+    contiguous, 64-byte aligned, as _compute allocates it); a copy otherwise."""
+    if (a.dtype in _ADOPTABLE and a.dtype == dtype.as_numpy_dtype and a.size
+            and a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _TF_ALIGN == 0):
+        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+    return tf.constant(a, dtype=dtype)
+
+
 @lru_cache(maxsize=None)  # both are fixed once TF's context exists (a tensor does)
 def _default_threads() -> int:
     # TF's intra-op threads (0, TF's "all cores", is this process's cores), shared by
@@ -452,21 +484,25 @@ class TensorFlowBridge(Bridge):
     def default_threads(self) -> int:
         return _default_threads()
 
+    # AutoGraph converts what a traced function calls, down to here: the bridge has no
+    # Python control flow on tensors to convert, and converting it would reach the
+    # engine's first load (importlib.resources imports through _gcd_import, whose
+    # source AutoGraph cannot read: it warns on the process's first traced call)
+    @tf.autograph.experimental.do_not_convert
     def ctc(self, call: CTCCall, activations, aux):
         # a tf.Variable is read here, outside the custom gradient: one read inside it
         # would make tf.custom_gradient ask grad_fn for the variables' gradients
         x = tf.convert_to_tensor(activations)
+        if tf.executing_eagerly():
+            return self._eager(call, x, [_host(tf.convert_to_tensor(a))
+                                         if isinstance(a, (tf.Tensor, tf.Variable))
+                                         else np.asarray(a) for a in aux])
         aux = [tf.convert_to_tensor(a) if isinstance(a, (tf.Tensor, tf.Variable))
                else tf.convert_to_tensor(np.asarray(a)) for a in aux]
 
         @tf.custom_gradient
         def op(xv):
-            if tf.executing_eagerly():
-                losses, grad = run(call, xv.numpy(), *[np.asarray(a) for a in aux],
-                                   bridge=BRIDGE)
-                losses = tf.constant(losses, dtype=xv.dtype)
-                grad = tf.constant(grad, dtype=xv.dtype)
-            elif _in_xla():  # jit_compile=True: XLA custom calls
+            if _in_xla():  # jit_compile=True: XLA custom calls
                 low = xv.dtype not in (tf.float32, tf.float64)  # computed in float32
                 xc = tf.cast(xv, tf.float32) if low else xv
                 losses, grad = _xla_call(call, xc, aux)
@@ -485,13 +521,34 @@ class TensorFlowBridge(Bridge):
             def grad_fn(g, variables=None):
                 if variables:  # nothing is read inside but the activations (see above)
                     return self.scale_per_sample(grad, g, call.batch_axis), [None] * len(variables)
-                if tf.executing_eagerly() and bool(tf.reduce_all(tf.equal(g, 1))):
-                    return grad  # d sum(losses): no copy needed
                 return self.scale_per_sample(grad, g, call.batch_axis)
 
             return losses, grad_fn
 
         return op(x)
+
+    def _eager(self, call: CTCCall, x, aux):
+        """The losses of an eager call, recorded on the active tapes as one operation
+        whose backward is the engine's gradient (what ``tf.custom_gradient`` records
+        in eager mode, without its per-call inspection of the function); the
+        gradient is computed only where a tape or an accumulator could use it."""
+        want = _record.could_possibly_record()
+        losses, grad = run(call, _host(x), *aux, want_grad=want, bridge=BRIDGE)
+        losses = _adopt(losses, x.dtype)
+        if want:
+            grad = _adopt(grad, x.dtype)
+
+            def backward(g):
+                if bool((_host(g) == 1).all()):
+                    return [grad]  # d sum(losses): no new tensor
+                return [self.scale_per_sample(grad, g, call.batch_axis)]
+
+            def forward(dx):  # forward mode: d loss[n] = <grad[n], dx[n]>
+                axes = [i for i in range(len(grad.shape)) if i != call.batch_axis]
+                return [tf.reduce_sum(grad * tf.cast(dx, grad.dtype), axis=axes)]
+
+            _record.record_operation("CtcbridgeCtcLoss", [losses], [x], backward, forward)
+        return losses
 
     def asarray(self, x, like=None):
         return tf.convert_to_tensor(x)

@@ -791,3 +791,43 @@ def test_keras_float_targets():
             wrap(lambda: ck.ctc_loss(target + 0.5, tf.constant(x), *args))()
     truncated = keras.ops.ctc_loss(target + 0.5, x, *args)  # the native's reading
     close(truncated.numpy(), native.numpy(), 0, 0)
+
+
+def test_eager_reads_and_returns_tensors_memory(monkeypatch):
+    """Eager calls copy no activations: the engine reads the tensor's memory (a
+    DLPack view), its result arrays become the returned tensors (DLPack, 64-byte
+    aligned as TF requires); the gradient is computed only where a tape or an
+    accumulator records, and forward mode (ForwardAccumulator) sees the op."""
+    from ctcbridge import _compute
+
+    seen = []
+    real = _compute.compute
+
+    def spy(activations, *args, **kwargs):
+        out = real(activations, *args, **kwargs)
+        seen.append((activations, kwargs["want_grad"], out))
+        return out
+
+    monkeypatch.setattr(_compute, "compute", spy)
+    case = make_case(4, allow_infeasible=False)
+    lab, _, ll, il = _dense_args(case, True)
+    x = tf.constant(case.logits.astype(np.float32))
+    loss = ctf.ctc_loss(lab, x, ll, il)
+    acts, want, (losses, grad) = seen[-1]
+    assert acts.ctypes.data == np.from_dlpack(x).ctypes.data  # no copy in
+    assert not want and grad is None  # no tape: no gradient
+    assert np.from_dlpack(loss).ctypes.data == losses.ctypes.data  # no copy out
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = ctf.ctc_loss(lab, x, ll, il)
+        total = tf.reduce_sum(loss * tf.range(1.0, loss.shape[0] + 1))
+    g = tape.gradient(total, x)
+    acts, want, (losses, grad) = seen[-1]
+    assert want and np.from_dlpack(loss).ctypes.data == losses.ctypes.data
+    _, rg = reference.ctc_loss_and_grad(case.logits, case.labels, case.input_lengths,
+                                        case.label_lengths, blank=case.blank)
+    close(g.numpy(), rg * np.arange(1, case.N + 1)[None, :, None], 1e-4, 1e-4)
+    tangent = tf.constant(np.random.default_rng(0).standard_normal(x.shape), tf.float32)
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        loss = ctf.ctc_loss(lab, x, ll, il)
+    close(acc.jvp(loss).numpy(), (rg * tangent.numpy()).sum((0, 2)), 1e-3, 1e-3)
