@@ -288,6 +288,19 @@ def _common_arguments(activations, layout, inputs, blank, num_threads):
     return acts, dt, out_dtype, (T, N, C), axes, blank, num_threads
 
 
+_ALIGN = 64  # bytes: TensorFlow's tensors (Eigen's widest vectors)
+
+
+def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on a 64-byte boundary: TensorFlow adopts
+    such an array as a tensor through DLPack without a copy (its tensors must be
+    aligned so; numpy's allocator gives 16 bytes)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def compute(
     activations: Any,
     labels: Any,
@@ -341,8 +354,8 @@ def compute(
     values = _int64(labs.values)
     in_len = None if in_len is None else _int64(in_len)
     lab_len = None if labs.lengths is None else _int64(labs.lengths)
-    losses = np.empty(N, dtype=dt)
-    grad = np.empty(acts.shape, dtype=dt) if want_grad else None
+    losses = _aligned_empty((N,), dt)
+    grad = _aligned_empty(acts.shape, dt) if want_grad else None
     problem = _engine.Problem(
         dtype=_NATIVE[dt],
         label_format=labs.format,

@@ -91,7 +91,9 @@ def _padded(rows):
 
 
 def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):
-    acts, back = _to_tnc(logits, time_major)
+    # the engine reads either layout in place and writes the gradient in it; `acts`
+    # is the time-major view the checks and TF's sentinel arithmetic read
+    acts, _ = _to_tnc(logits, time_major)
     T, B, C = acts.shape
     _check_batch(B)
     blank = blank_index + C if blank_index < 0 else blank_index
@@ -115,9 +117,10 @@ def _prepare_dense(logits, labels, label_length, logit_length, *, time_major, bl
         return tf_native.dense_values(losses, grad, acts, labels, logit_length, label_length,
                                       blank, time_major)
 
-    return Prepared(acts, labels, dict(input_lengths=logit_length, label_lengths=label_length,
-                                       blank=blank, layout="TNC", inputs="logits"),
-                    grad_back=back, post=post)
+    return Prepared(logits, labels, dict(input_lengths=logit_length, label_lengths=label_length,
+                                         blank=blank, layout="TNC" if time_major else "NTC",
+                                         inputs="logits"),
+                    post=post)
 
 
 def _tf_prepare_dense(logits, labels, label_length, logit_length, *, time_major, blank_index):

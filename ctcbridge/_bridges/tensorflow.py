@@ -1,6 +1,8 @@
 """The TensorFlow bridge: ``tf.custom_gradient`` around the engine.
 
-Eagerly the engine runs directly on the tensors' numpy values.  Inside a
+Eagerly the engine runs directly on the tensors' memory (DLPack views), its
+result arrays become tensors without a copy, and the call is recorded on the
+tapes as one operation (:meth:`TensorFlowBridge._eager`).  Inside a
 ``tf.function``, a signature whose call carries a ``traced["tensorflow"]`` (its
 numpy ``prepare`` written with TF ops, returning a
 :class:`~ctcbridge._contract.Traced`) runs the
@@ -19,8 +21,16 @@ exported by ``libtensorflow_cc``) and called through ``XlaCallModule`` (a
 StableHLO module, as jax2tf emits; dynamic dimensions are refined by XLA at
 compile time): the engine's handler ``ctcb_xla_ffi_ctc_loss`` (the one the
 JAX bridge uses), and a Python handler running the numpy path, for the
-cases above and the other signatures.  The engine runs on the CPU: XLA on a
-GPU is refused when the function is traced.
+cases above and the other signatures.
+
+The engine runs on the CPU, which an XLA program compiled for a GPU (or a TPU)
+cannot call.  There a call whose signature has a traced preparation (the dense
+``tf.nn.ctc_loss`` and ``keras.ops.ctc_loss``, the ones whose native compiles
+for the GPU) is computed by TF's own dense CTC, the algorithm those natives
+run under XLA (:func:`_xla_on_device`): the native's numbers, on the device,
+and Keras ``fit`` with ``jit_compile="auto"`` (XLA wherever a GPU exists)
+trains.  Other signatures (v1, ``ctc_batch_cost``: their native compiles
+nowhere) are refused when the function is traced.
 """
 
 from __future__ import annotations
@@ -39,6 +49,11 @@ from .._contract import CTCCall, run
 from .._options import EngineOptions
 from ..errors import CTCCompileError, CTCError, EngineError
 from .base import Bridge
+
+try:  # recording an eager operation on the tapes: TF >= 2.13, then TF 2.12's module
+    from tensorflow.python.eager import record as _record
+except ImportError:  # pragma: no cover
+    from tensorflow.python.eager import tape as _record
 
 
 _op_lock = threading.Lock()
@@ -317,21 +332,97 @@ def _xla_numpy(call: CTCCall, xv, aux):
                             {"call": f"{index} : i64"})
 
 
+def _xla_on_host(xv) -> bool:
+    """Whether XLA compiles `xv`'s function for the CPU: no GPU or TPU exists, or
+    the call is placed on a CPU (``with tf.device('/CPU:0')`` inside the function,
+    which places a new op, or around its call, which is the tracing context's
+    device).  Unplaced, TF places a compiled function on the GPU."""
+    accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+    if not accelerators:
+        return True
+    from tensorflow.python.eager import context
+
+    device = xv.device or tf.identity(xv).device or context.context().device_name or ""
+    return "CPU" in device.upper()
+
+
+# the engine options TF's dense CTC expresses (as tf.nn.ctc_loss's arguments)
+_DEVICE_OPTIONS = {"blank", "inputs", "layout"}
+
+
+def _xla_on_device(call: CTCCall, xv, aux):
+    """(losses, grad) under XLA compiled for a GPU or TPU: the call's canonical form
+    (its traced preparation) computed by ``tf.nn.ctc_loss`` on dense labels, TF's
+    own forward-backward in TF ops (``ctc_loss_dense``), which XLA compiles for any
+    device.  That is the native of the signatures with a traced preparation
+    (``tf.nn.ctc_loss``, and ``keras.ops.ctc_loss``, which calls it): its value for
+    a sample without a valid alignment is TF's sentinel arithmetic, which the
+    numpy path's ``post`` reproduces elsewhere; its gradient, the tape's through
+    TF's custom gradient, is TF's.  TF's dense CTC is float32 only: float64 is
+    computed in float32 here (and cast back).
+
+    XLA cannot raise at run time, so the input errors of the other routes (labels
+    outside [0, C), lengths beyond the arrays, the signature's own checks in
+    ``needs_numpy``, such as a label equal to a non-zero blank) make every loss and
+    gradient of the call NaN instead.  Raises CTCCompileError (at trace time) for
+    a call without a traced preparation or with options TF's dense CTC lacks."""
+    prepare = call.traced.get("tensorflow")
+    t = prepare(xv, *aux) if prepare is not None else None
+    if t is None or t.options.get("inputs") != "logits" or set(t.options) - _DEVICE_OPTIONS:
+        why = ("this signature's native does not compile for it either" if prepare is None
+               else "the call's static shapes or dtypes do not settle it" if t is None
+               else f"its options {t.options} are not tf.nn.ctc_loss's")
+        raise CTCCompileError(
+            f"ctcbridge under tf.function(jit_compile=True) on a GPU or TPU: the engine runs "
+            f"on the CPU, which an XLA program compiled for the device cannot call, and "
+            f"{why}; use jit_compile=False (Keras: model.compile(..., jit_compile=False)), "
+            f"or compile the function on the CPU (with tf.device('/CPU:0'))")
+    x = t.activations
+    time_major = t.options.get("layout", "TNC") == "TNC"
+    x32 = tf.cast(x, tf.float32)
+    labels, input_lengths, label_lengths = (tf.cast(a, tf.int32) for a in
+                                            (t.labels, t.input_lengths, t.label_lengths))
+    with tf.GradientTape() as tape:  # a symbolic tape: the graph of TF's custom gradient
+        tape.watch(x32)
+        losses = tf.nn.ctc_loss(labels, x32, label_lengths, input_lengths,
+                                logits_time_major=time_major, blank_index=t.options["blank"])
+    grad = tf.cast(tape.gradient(losses, x32), x.dtype)  # per sample: d sum = stacked d loss_n
+    losses = tf.cast(losses, x.dtype)
+    if t.grad_back is not None:
+        grad = t.grad_back(grad)
+    invalid = _rejected(t, x, time_major)
+    nan = tf.constant(float("nan"), x.dtype)
+    return tf.where(invalid, nan, losses), tf.where(invalid, nan, grad)
+
+
+def _rejected(t, x, time_major: bool):
+    """Whether the other routes would raise for the traced call `t` (a boolean
+    scalar): the engine's input checks and the signature's own (``needs_numpy``
+    asked with finite losses, so that only its input checks answer)."""
+    shape = tf.shape(x, out_type=tf.int64)
+    T = shape[0] if time_major else shape[1]
+    labels = tf.cast(t.labels, tf.int64)
+    width = tf.shape(labels, out_type=tf.int64)[1]
+    il, ll = tf.cast(t.input_lengths, tf.int64), tf.cast(t.label_lengths, tf.int64)
+    used = tf.range(width)[None, :] < ll[:, None]
+    bad = tf.reduce_any((il < 0) | (il > T)) | tf.reduce_any((ll < 0) | (ll > width))
+    bad |= tf.reduce_any(used & ((labels < 0) | (labels >= shape[2])))
+    if t.needs_numpy is not None:
+        bad |= t.needs_numpy(tf.zeros_like(il, x.dtype))
+    return bad
+
+
 @tf.autograph.experimental.do_not_convert
 def _xla_call(call: CTCCall, xv, aux):
     """(losses, grad) under XLA; raises CTCCompileError (at trace time) where the
     route does not exist."""
+    if not _xla_on_host(xv):
+        return _xla_on_device(call, xv, aux)
     state = _xla_registered()
     if state is not True:
         raise CTCCompileError(f"ctcbridge cannot run under tf.function(jit_compile=True): "
                               f"{state}; use jit_compile=False (Keras: "
                               f"model.compile(..., jit_compile=False))")
-    if tf.config.list_logical_devices("GPU") and "CPU" not in (xv.device or "").upper():
-        raise CTCCompileError(
-            "ctcbridge under tf.function(jit_compile=True) on a GPU: the engine runs on the "
-            "CPU, which an XLA program compiled for the GPU cannot call; use "
-            "jit_compile=False (Keras: model.compile(..., jit_compile=False)), or compile "
-            "the function on the CPU (with tf.device('/CPU:0'))")
     if call.batch_axis is None:
         raise CTCCompileError("ctcbridge under jit_compile=True: an unbatched call")
     prepare = call.traced.get("tensorflow")
@@ -351,6 +442,31 @@ def _xla_call(call: CTCCall, xv, aux):
                    lambda: (losses, grad))
 
 
+# --- eager: the tensors' own memory in, the engine's arrays out, through DLPack
+
+_ADOPTABLE = (np.dtype(np.float32), np.dtype(np.float64))
+_TF_ALIGN = 64  # TF's tensors must start on 64 bytes: from_dlpack of another address aborts
+
+
+def _host(t) -> np.ndarray:
+    """An eager tensor's values as numpy: a read-only view of its memory on the CPU
+    (DLPack), a copy where DLPack cannot give one (another device, bfloat16)."""
+    try:
+        return np.from_dlpack(t)
+    except (RuntimeError, BufferError, TypeError, ValueError):
+        return t.numpy()
+
+
+def _adopt(a: np.ndarray, dtype) -> tf.Tensor:
+    """A tensor of the engine's new array `a` (referenced nowhere else) in `dtype`:
+    `a`'s own memory, through DLPack, where TF can take it (float32/float64,
+    contiguous, 64-byte aligned, as _compute allocates it); a copy otherwise."""
+    if (a.dtype in _ADOPTABLE and a.dtype == dtype.as_numpy_dtype and a.size
+            and a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _TF_ALIGN == 0):
+        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+    return tf.constant(a, dtype=dtype)
+
+
 @lru_cache(maxsize=None)  # both are fixed once TF's context exists (a tensor does)
 def _default_threads() -> int:
     # TF's intra-op threads (0, TF's "all cores", is this process's cores), shared by
@@ -368,21 +484,25 @@ class TensorFlowBridge(Bridge):
     def default_threads(self) -> int:
         return _default_threads()
 
+    # AutoGraph converts what a traced function calls, down to here: the bridge has no
+    # Python control flow on tensors to convert, and converting it would reach the
+    # engine's first load (importlib.resources imports through _gcd_import, whose
+    # source AutoGraph cannot read: it warns on the process's first traced call)
+    @tf.autograph.experimental.do_not_convert
     def ctc(self, call: CTCCall, activations, aux):
         # a tf.Variable is read here, outside the custom gradient: one read inside it
         # would make tf.custom_gradient ask grad_fn for the variables' gradients
         x = tf.convert_to_tensor(activations)
+        if tf.executing_eagerly():
+            return self._eager(call, x, [_host(tf.convert_to_tensor(a))
+                                         if isinstance(a, (tf.Tensor, tf.Variable))
+                                         else np.asarray(a) for a in aux])
         aux = [tf.convert_to_tensor(a) if isinstance(a, (tf.Tensor, tf.Variable))
                else tf.convert_to_tensor(np.asarray(a)) for a in aux]
 
         @tf.custom_gradient
         def op(xv):
-            if tf.executing_eagerly():
-                losses, grad = run(call, xv.numpy(), *[np.asarray(a) for a in aux],
-                                   bridge=BRIDGE)
-                losses = tf.constant(losses, dtype=xv.dtype)
-                grad = tf.constant(grad, dtype=xv.dtype)
-            elif _in_xla():  # jit_compile=True: XLA custom calls
+            if _in_xla():  # jit_compile=True: XLA custom calls
                 low = xv.dtype not in (tf.float32, tf.float64)  # computed in float32
                 xc = tf.cast(xv, tf.float32) if low else xv
                 losses, grad = _xla_call(call, xc, aux)
@@ -401,13 +521,34 @@ class TensorFlowBridge(Bridge):
             def grad_fn(g, variables=None):
                 if variables:  # nothing is read inside but the activations (see above)
                     return self.scale_per_sample(grad, g, call.batch_axis), [None] * len(variables)
-                if tf.executing_eagerly() and bool(tf.reduce_all(tf.equal(g, 1))):
-                    return grad  # d sum(losses): no copy needed
                 return self.scale_per_sample(grad, g, call.batch_axis)
 
             return losses, grad_fn
 
         return op(x)
+
+    def _eager(self, call: CTCCall, x, aux):
+        """The losses of an eager call, recorded on the active tapes as one operation
+        whose backward is the engine's gradient (what ``tf.custom_gradient`` records
+        in eager mode, without its per-call inspection of the function); the
+        gradient is computed only where a tape or an accumulator could use it."""
+        want = _record.could_possibly_record()
+        losses, grad = run(call, _host(x), *aux, want_grad=want, bridge=BRIDGE)
+        losses = _adopt(losses, x.dtype)
+        if want:
+            grad = _adopt(grad, x.dtype)
+
+            def backward(g):
+                if bool((_host(g) == 1).all()):
+                    return [grad]  # d sum(losses): no new tensor
+                return [self.scale_per_sample(grad, g, call.batch_axis)]
+
+            def forward(dx):  # forward mode: d loss[n] = <grad[n], dx[n]>
+                axes = [i for i in range(len(grad.shape)) if i != call.batch_axis]
+                return [tf.reduce_sum(grad * tf.cast(dx, grad.dtype), axis=axes)]
+
+            _record.record_operation("CtcbridgeCtcLoss", [losses], [x], backward, forward)
+        return losses
 
     def asarray(self, x, like=None):
         return tf.convert_to_tensor(x)

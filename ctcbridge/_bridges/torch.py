@@ -8,7 +8,9 @@ torch's own operators have, so that every torch tool composes with it:
   values, so ``torch.func.grad``, ``vmap`` over it, ``jacrev`` and
   ``gradcheck(check_batched_grad=True)`` work;
 - a fake kernel (output shapes without running the engine), for
-  ``torch.compile(fullgraph=True)`` and ``torch.export``;
+  ``torch.compile(fullgraph=True)`` and ``torch.export``; inside a
+  ``torch.func`` transform Dynamo breaks the graph at the loss instead, as
+  for torch's own ``ctc_loss`` (:meth:`TorchBridge.ctc`);
 - a vmap rule (the engine once per vmapped slice);
 - autocast's float32 policy, the one torch's ``ctc_loss`` has: under
   ``torch.autocast`` bfloat16 and float16 activations are computed in float32.
@@ -164,6 +166,12 @@ for _device in ("cpu", "cuda"):  # torch's ctc_loss is on both float32 lists
     _ctc_op.register_autocast(_device, torch.float32)
 
 
+@torch._dynamo.disable(recursive=True)
+def _apply_eagerly(x, key, want, *aux):
+    """``_CTC.apply``, never traced by Dynamo: a call is a graph break."""
+    return _CTC.apply(x, key, want, *aux)[0]
+
+
 def _tensor(a):
     """`a` as a torch tensor.  Other frameworks' arrays arrive as read-only numpy
     views (a tf.SparseTensor's indices, say), which torch warns about sharing:
@@ -185,7 +193,17 @@ class TorchBridge(Bridge):
     def ctc(self, call: CTCCall, activations, aux):
         x = _tensor(activations)
         want = bool(x.requires_grad and torch.is_grad_enabled())
-        losses, _ = _CTC.apply(x, _key(call), want, *[_tensor(a) for a in aux])
+        aux = [_tensor(a) for a in aux]
+        if torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is not None:
+            # Dynamo tracing inside a torch.func transform (torch.compile(grad(f)),
+            # compile(vmap(f)), compile(jacrev(f))): torch 2.13's Dynamo fails
+            # internally on an autograd.Function calling a custom operator there
+            # (it hands the Function's ctx to the operator).  A graph break
+            # instead, where torch's own ctc_loss breaks the graph too (a dynamic
+            # shape operator): compile runs the transform eagerly around it, and
+            # fullgraph=True raises Unsupported, as for the native.
+            return _apply_eagerly(x, _key(call), want, *aux)
+        losses, _ = _CTC.apply(x, _key(call), want, *aux)
         return losses
 
     def asarray(self, x, like=None):

@@ -461,23 +461,174 @@ def test_jit_compile_low_precision_and_errors():
             tf.function(fn, jit_compile=True)()
 
 
-def test_jit_compile_refused_on_gpu(monkeypatch):
-    """Divergence tf-xla-gpu: XLA compiled for a GPU cannot call the CPU engine;
-    refused when the function is traced, naming jit_compile=True (the check reads
-    the logical GPUs, faked here: this session's TensorFlow has none)."""
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A machine with a GPU, as TF's device lists show it (this session's TensorFlow
+    has none): the bridge's device check (logical devices) and Keras' choice of
+    XLA for jit_compile="auto" (physical devices) read these.  XLA still compiles
+    for the CPU here, which checks that the device route's graph compiles and
+    what it computes."""
+    logical, physical = tf.config.list_logical_devices, tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else logical(kind))
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: physical(kind) + [gpu] if kind in (None, "GPU")
+                        else physical(kind))
+    return monkeypatch
+
+
+@pytest.fixture
+def gpu_without_engine(fake_gpu):
+    """fake_gpu, and the engine's XLA custom calls, which cannot run on a GPU, fail
+    the test if they are reached."""
     from ctcbridge._bridges import tensorflow as bridge
 
-    real = tf.config.list_logical_devices
-    monkeypatch.setattr(tf.config, "list_logical_devices",
-                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
-    args = _dense_args(make_case(2, allow_infeasible=False), True)
-    # raised while AutoGraph traces: it re-raises a non-builtin type as its StagingError
-    with pytest.raises(Exception, match=r"(?s)CTCCompileError: .*jit_compile=True"):
-        tf.function(lambda: ctf.ctc_loss(*args), jit_compile=True).get_concrete_function()
-    with pytest.raises(ctcbridge.errors.CTCCompileError, match="on a GPU"):
-        tf.function(lambda: ctf.ctc_loss(*args), jit_compile=True,
-                    autograph=False).get_concrete_function()
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine's XLA custom call was used on the (fake) GPU")
+
+    fake_gpu.setattr(bridge, "_xla_custom_call", no_engine)
+
+
+def _weighted_loss_grad(fn, x, jit):
+    """Losses and d(sum_n w_n loss_n)/dx, w_n = n + 1 (per-sample scaling reaches the
+    gradient), in tf.function(jit_compile=jit)."""
+    def f(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = fn(z)
+            w = tf.cast(tf.range(1, tf.shape(loss)[0] + 1), loss.dtype)
+            total = tf.reduce_sum(loss * w)
+        return loss, tape.gradient(total, z)
+
+    loss, grad = tf.function(f, jit_compile=jit)(x)
+    return loss.numpy(), grad.numpy()
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_jit_compile_on_gpu_computes_the_natives_numbers(seed, gpu_without_engine):
+    """Divergence tf-xla-gpu: XLA compiled for a GPU cannot call the CPU engine.
+    tf.nn.ctc_loss (dense) and keras.ops.ctc_loss, whose natives compile for the
+    GPU, are computed there by TF's own dense CTC: losses and gradients equal the
+    native's under the same jit_compile=True (both layouts, any blank, infeasible
+    samples: TF's sentinel values), and the engine's (eager) within float32 noise."""
+    case = make_case(seed, blank="any" if seed % 4 == 1 else "zero", min_label=1)
+    time_major = seed % 2 == 0
+    x = case.logits.astype(np.float32)
+    x = tf.constant(x if time_major else x.transpose(1, 0, 2))
+    lab = tf.constant(case.labels.astype(np.int32))
+    ll, il = (tf.constant(a.astype(np.int32)) for a in (case.label_lengths, case.input_lengths))
+    kw = dict(logits_time_major=time_major, blank_index=case.blank)
+    pairs = [(lambda z: ctf.ctc_loss(lab, z, ll, il, **kw),
+              lambda z: tf.nn.ctc_loss(lab, z, ll, il, **kw))]
+    if not time_major:  # Keras: batch-major logits, float targets as compile(loss=) gives
+        pairs.append((lambda z: ck.ctc_loss(tf.cast(lab, tf.float32), z, ll, il, case.blank),
+                      lambda z: keras.ops.ctc_loss(lab, z, ll, il, case.blank)))
+    for ours, native in pairs:
+        lo, go = _weighted_loss_grad(ours, x, jit=True)
+        ln, gn = _weighted_loss_grad(native, x, jit=True)
+        np.testing.assert_array_equal(lo, ln)
+        np.testing.assert_array_equal(go, gn)
+        le, ge = _weighted_loss_grad(ours, x, jit=False)  # the engine (tf.function)
+        ok = ~case.infeasible() & (le < 600)  # divergence tf-dense-sentinel-shortcut
+        close(lo[ok], le[ok], 1e-3, 1e-3)
+        axis = 1 if time_major else 0
+        close(np.compress(ok, go, axis), np.compress(ok, ge, axis), 0, 5e-2)
+
+
+def test_jit_compile_on_gpu_dtypes_and_invalid_input(gpu_without_engine):
+    """On the (fake) GPU: float16/bfloat16 as TF (computed in float32, returned in
+    their dtype), float64 computed in float32 (TF's dense CTC is float32 only) and
+    returned as float64; an input the other routes reject (XLA cannot raise at run
+    time) makes the call's losses and gradients NaN."""
+    case = make_case(3, allow_infeasible=False, min_label=1)
+    lab, _, ll, il = _dense_args(case, True)
+    x32 = tf.constant(case.logits.astype(np.float32))
+    l32, g32 = _weighted_loss_grad(lambda z: ctf.ctc_loss(lab, z, ll, il), x32, jit=True)
+    for dtype in (tf.float16, tf.bfloat16, tf.float64):
+        x = tf.cast(x32, dtype)
+        lo, go = _weighted_loss_grad(lambda z: ctf.ctc_loss(lab, z, ll, il), x, jit=True)
+        assert lo.dtype == go.dtype == dtype.as_numpy_dtype
+        if dtype == tf.float64:
+            close(lo, l32, 1e-6, 1e-6)
+            close(go, g32, 1e-6, 1e-6)
+        else:  # as the native (which casts to float32 and back)
+            ln, gn = _weighted_loss_grad(lambda z: tf.nn.ctc_loss(lab, z, ll, il), x, jit=True)
+            np.testing.assert_array_equal(lo.astype(np.float32), ln.astype(np.float32))
+    T, N, C = case.logits.shape
+    bad_label = case.labels.copy()
+    bad_label[0, 0] = C  # outside [0, C)
+    long_input = case.input_lengths.copy()
+    long_input[-1] = T + 1
+    bad = [(lambda z: ctf.ctc_loss(tf.constant(bad_label), z, ll, il)),
+           (lambda z: ctf.ctc_loss(lab, z, ll, tf.constant(long_input))),
+           (lambda z: ctf.ctc_loss(lab, z, tf.fill([N], case.labels.shape[1] + 1), il)),
+           # a label equal to a non-zero blank (the signature's own check)
+           (lambda z: ctf.ctc_loss(lab, z, ll, il, blank_index=int(case.labels[0, 0]))),
+           # Keras: a fractional target
+           (lambda z: ck.ctc_loss(tf.cast(lab, tf.float32) + 0.5, tf.transpose(z, (1, 0, 2)),
+                                  ll, il))]
+    for fn in bad:
+        lo, go = _weighted_loss_grad(fn, x32, jit=True)
+        assert np.isnan(lo).all() and np.isnan(go).all()
+        with pytest.raises(tf.errors.InvalidArgumentError):  # the other routes raise
+            _weighted_loss_grad(fn, x32, jit=False)
+
+
+def test_jit_compile_on_gpu_refused_where_the_native_compiles_nowhere(fake_gpu):
+    """v1 and ctc_batch_cost (their native's CTCLoss op has no XLA kernel) keep the
+    trace-time error on a GPU, naming jit_compile=True and what to do instead."""
+    from ctcbridge._bridges import tensorflow as bridge
+
+    case = make_case(2, blank="last", allow_infeasible=False, min_label=1)
+    x = tf.constant(case.logits.astype(np.float32))
+    probs = tf.nn.softmax(tf.transpose(x, (1, 0, 2)))
+    calls = [lambda: ctf.ctc_loss_v1(_sparse(case), x, case.input_lengths),
+             lambda: ck.ctc_batch_cost(case.labels, probs, case.input_lengths[:, None],
+                                       case.label_lengths[:, None])]
+    for fn in calls:
+        # raised while AutoGraph traces: it re-raises a non-builtin type as its StagingError
+        with pytest.raises(Exception, match=r"(?s)CTCCompileError: .*jit_compile=True"):
+            tf.function(fn, jit_compile=True).get_concrete_function()
+        with pytest.raises(ctcbridge.errors.CTCCompileError, match="on a GPU or TPU"):
+            tf.function(fn, jit_compile=True, autograph=False).get_concrete_function()
+        # placed on the CPU, inside the function or around its call: the engine
+
+        def inside(fn=fn):
+            with tf.device("/CPU:0"):
+                return fn()
+
+        eager = fn()
+        close(tf.function(inside, jit_compile=True)().numpy(), eager.numpy(), 1e-5, 1e-5)
+        with tf.device("/CPU:0"):
+            close(tf.function(fn, jit_compile=True)().numpy(), eager.numpy(), 1e-5, 1e-5)
     assert bridge._in_xla() is False  # outside a compiled function
+
+
+def test_keras_fit_auto_on_gpu_trains_as_native(gpu_without_engine):
+    """Keras resolves jit_compile="auto" to XLA on a machine with a GPU: fit with
+    ctcbridge.keras.ctc_loss as the compiled loss trains there, with native
+    keras.ops.ctc_loss's loss curve (the same TF ops under XLA)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 10, 4)).astype(np.float32)
+    y = rng.integers(1, 5, (6, 3)).astype(np.float32)
+
+    def make_loss(fn):
+        def loss(y_true, y_pred):
+            n = tf.shape(y_pred)[0]
+            return fn(y_true, y_pred, tf.fill([n], 3), tf.fill([n], 10))
+        return loss
+
+    native = lambda t, *a: keras.ops.ctc_loss(tf.cast(t, tf.int32), *a)  # noqa: E731
+    curves = []
+    for fn in (ck.ctc_loss, native):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((10, 4)), keras.layers.Dense(5)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=make_loss(fn))
+        assert model.jit_compile is True  # "auto" on a GPU machine
+        curves.append(model.fit(x, y, batch_size=4, epochs=3, shuffle=False,
+                                verbose=0).history["loss"])
+    assert curves[0] == curves[1] and curves[0][-1] < curves[0][0]
 
 
 def test_keras_fit_jit_compile_true():
@@ -544,6 +695,62 @@ def test_tf1_behaviour_negative_blank_unknown_dims(tmp_path):
     assert proc.returncode == 0 and "TF1 OK" in proc.stdout, proc.stderr[-3000:]
 
 
+FIRST_TRACE = """
+import sys
+import numpy as np
+import tensorflow as tf
+import ctcbridge.MODULE as m
+assert "ctcbridge._bridges.tensorflow" not in sys.modules  # imported inside the trace
+rng = np.random.default_rng(0)
+x = tf.constant(rng.standard_normal(SHAPE).astype(np.float32))
+labels = tf.constant([[1, 2], [3, 3]])
+lengths = tf.constant([2, 2]), tf.constant([6, 5])
+
+@tf.function(jit_compile=JIT)  # AutoGraph converts the function, and what it calls
+def loss_and_grad(z):
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = CALL
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, z)
+
+loss, grad = loss_and_grad(x)  # ctcbridge's first call of the process: traced
+native = NATIVE
+np.testing.assert_allclose(loss.numpy(), native.numpy(), rtol=1e-5)
+assert np.isfinite(grad.numpy()).all()
+print("FIRST TRACE OK")
+"""
+
+_FIRST_TRACES = {
+    "tensorflow": ((6, 2, 5), "m.ctc_loss(labels, z, *lengths)",
+                   "tf.nn.ctc_loss(labels, x, *lengths)"),
+    "keras": ((2, 6, 5), "m.ctc_loss(labels, z, *lengths)",
+              "__import__('keras').ops.ctc_loss(labels, x, *lengths)"),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("module", list(_FIRST_TRACES))
+def test_first_trace_of_the_process_has_no_autograph_warning(module, jit, tmp_path):
+    """ctcbridge's first call of a fresh process inside tf.function (the bridge is
+    imported while AutoGraph converts the trace): the native's value, and no
+    "AutoGraph could not transform" warning (a lazy import through importlib
+    once made AutoGraph warn about _gcd_import)."""
+    shape, call, native = _FIRST_TRACES[module]
+    code = (FIRST_TRACE.replace("MODULE", module).replace("SHAPE", repr(shape))
+            .replace("JIT", repr(jit)).replace("CALL", call).replace("NATIVE", native))
+    # a file, not `-c`: AutoGraph converts only functions whose source it can read
+    script = tmp_path / "first_trace.py"
+    script.write_text(code)
+    proc = _fresh_python(f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, "
+                         f"'exec'))", tmp_path)
+    assert proc.returncode == 0 and "FIRST TRACE OK" in proc.stdout, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "AutoGraph could not transform" not in output, output[-3000:]
+    assert "ctcbridge" not in "\n".join(line for line in output.splitlines()
+                                        if "WARNING" in line), output[-3000:]
+
+
 V1_ALL_BLANK = """
 import tensorflow as tf
 sp = tf.SparseTensor([[0, 0], [1, 0]], tf.constant([4, 1]), [2, 1])
@@ -584,3 +791,43 @@ def test_keras_float_targets():
             wrap(lambda: ck.ctc_loss(target + 0.5, tf.constant(x), *args))()
     truncated = keras.ops.ctc_loss(target + 0.5, x, *args)  # the native's reading
     close(truncated.numpy(), native.numpy(), 0, 0)
+
+
+def test_eager_reads_and_returns_tensors_memory(monkeypatch):
+    """Eager calls copy no activations: the engine reads the tensor's memory (a
+    DLPack view), its result arrays become the returned tensors (DLPack, 64-byte
+    aligned as TF requires); the gradient is computed only where a tape or an
+    accumulator records, and forward mode (ForwardAccumulator) sees the op."""
+    from ctcbridge import _compute
+
+    seen = []
+    real = _compute.compute
+
+    def spy(activations, *args, **kwargs):
+        out = real(activations, *args, **kwargs)
+        seen.append((activations, kwargs["want_grad"], out))
+        return out
+
+    monkeypatch.setattr(_compute, "compute", spy)
+    case = make_case(4, allow_infeasible=False)
+    lab, _, ll, il = _dense_args(case, True)
+    x = tf.constant(case.logits.astype(np.float32))
+    loss = ctf.ctc_loss(lab, x, ll, il)
+    acts, want, (losses, grad) = seen[-1]
+    assert acts.ctypes.data == np.from_dlpack(x).ctypes.data  # no copy in
+    assert not want and grad is None  # no tape: no gradient
+    assert np.from_dlpack(loss).ctypes.data == losses.ctypes.data  # no copy out
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = ctf.ctc_loss(lab, x, ll, il)
+        total = tf.reduce_sum(loss * tf.range(1.0, loss.shape[0] + 1))
+    g = tape.gradient(total, x)
+    acts, want, (losses, grad) = seen[-1]
+    assert want and np.from_dlpack(loss).ctypes.data == losses.ctypes.data
+    _, rg = reference.ctc_loss_and_grad(case.logits, case.labels, case.input_lengths,
+                                        case.label_lengths, blank=case.blank)
+    close(g.numpy(), rg * np.arange(1, case.N + 1)[None, :, None], 1e-4, 1e-4)
+    tangent = tf.constant(np.random.default_rng(0).standard_normal(x.shape), tf.float32)
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        loss = ctf.ctc_loss(lab, x, ll, il)
+    close(acc.jvp(loss).numpy(), (rg * tangent.numpy()).sum((0, 2)), 1e-3, 1e-3)
