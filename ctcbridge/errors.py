@@ -97,6 +97,12 @@ class CTCSecondDerivativeError(CTCError, NotImplementedError):
     return a detached or wrong one."""
 
 
+class CTCNoSecondGradientError(CTCSecondDerivativeError, LookupError):
+    """The TensorFlow form of :class:`CTCSecondDerivativeError`: also a
+    ``LookupError``, what TensorFlow raises for an op whose gradient has no
+    registered gradient ("gradient registry has no entry for ...")."""
+
+
 # --- TensorFlow's type: TF's CTC ops raise tf.errors.InvalidArgumentError, eagerly and
 # in graphs
 

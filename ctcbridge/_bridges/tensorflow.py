@@ -47,7 +47,7 @@ import tensorflow as tf
 from .. import _engine, _threads
 from .._contract import CTCCall, run
 from .._options import EngineOptions
-from ..errors import CTCCompileError, CTCError, EngineError
+from ..errors import CTCCompileError, CTCError, CTCNoSecondGradientError, EngineError
 from .base import Bridge
 
 try:  # recording an eager operation on the tapes: TF >= 2.13, then TF 2.12's module
@@ -477,6 +477,13 @@ def _default_threads() -> int:
     return max(1, threads // devices)
 
 
+def _refuse_second_derivative(*_):
+    raise CTCNoSecondGradientError(
+        "ctcbridge: the CTC loss has no second derivative in TensorFlow (as in graph "
+        "mode: gradient registry has no entry for the gradient of CtcbridgeCtcLoss); the "
+        "engine gives the exact first derivative only")
+
+
 class TensorFlowBridge(Bridge):
     name = "tensorflow"
     converts = True
@@ -540,8 +547,17 @@ class TensorFlowBridge(Bridge):
 
             def backward(g):
                 if bool((_host(g) == 1).all()):
-                    return [grad]  # d sum(losses): no new tensor
-                return [self.scale_per_sample(grad, g, call.batch_axis)]
+                    out = grad  # d sum(losses): no new tensor
+                else:
+                    out = self.scale_per_sample(grad, g, call.batch_axis)
+                if _record.could_possibly_record():
+                    # an outer tape records this backward (a second derivative):
+                    # the engine's gradient is a constant to it, so it would come
+                    # back None (read as zero).  Refuse, as graph mode does
+                    out = tf.identity(out)
+                    _record.record_operation("CtcbridgeCtcLossGrad", [out], [x, g],
+                                             _refuse_second_derivative)
+                return [out]
 
             def forward(dx):  # forward mode: d loss[n] = <grad[n], dx[n]>
                 axes = [i for i in range(len(grad.shape)) if i != call.batch_axis]

@@ -831,3 +831,66 @@ def test_eager_reads_and_returns_tensors_memory(monkeypatch):
     with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
         loss = ctf.ctc_loss(lab, x, ll, il)
     close(acc.jvp(loss).numpy(), (rg * tangent.numpy()).sum((0, 2)), 1e-3, 1e-3)
+
+
+# --- second derivatives: refused, never None (read as zero) or wrong
+
+
+def _nested_second_derivative(loss_fn, x, in_function):
+    def run():
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = tf.reduce_sum(loss_fn())
+            g = inner.gradient(loss, x)
+            s = tf.reduce_sum(g * g)
+        return outer.gradient(s, x)
+    # (AutoGraph would wrap the LookupError of a graph in its StagingError)
+    return tf.function(run, autograph=False)() if in_function else run()
+
+
+@pytest.mark.parametrize("in_function", [False, True])
+def test_second_derivatives_refused(in_function):
+    """A gradient of the gradient raises TF's LookupError ("gradient registry has no
+    entry"), eagerly as in tf.function; it came back None eagerly (the engine's
+    gradient is a constant to an outer tape).  Native dense TF gives NaN eagerly
+    and NotFoundError in a graph: undefined, so ours refuses as TF does for an op
+    without a registered gradient."""
+    rng = np.random.default_rng(0)
+    x = tf.Variable(rng.standard_normal((6, 2, 5)).astype(np.float32))
+    labels = tf.constant([[1, 2], [3, 3]], tf.int32)
+    lengths = (tf.constant([2, 2]), tf.constant([6, 6]))
+    for loss_fn in (lambda: ctf.ctc_loss(labels, x, *lengths, logits_time_major=True,
+                                         blank_index=0),
+                    lambda: ck.ctc_loss(labels, tf.transpose(x, [1, 0, 2]),
+                                        tf.constant([2, 2]), tf.constant([6, 6]))):
+        with pytest.raises(LookupError, match="gradient registry has no entry"):
+            _nested_second_derivative(loss_fn, x, in_function)
+
+
+def test_second_derivative_refusal_spares_first_derivatives():
+    """An outer tape that only takes the loss's own gradient, and a jvp of the
+    gradient (forward over reverse: a second derivative, refused)."""
+    rng = np.random.default_rng(1)
+    x = tf.Variable(rng.standard_normal((6, 2, 5)).astype(np.float32))
+    labels = tf.constant([[1, 2], [3, 3]], tf.int32)
+    args = (tf.constant([2, 2]), tf.constant([6, 6]))
+
+    def loss_fn():
+        return tf.reduce_sum(ctf.ctc_loss(labels, x, *args, logits_time_major=True,
+                                          blank_index=0))
+
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = loss_fn()
+        g_inner = inner.gradient(loss, x)
+    g_outer = outer.gradient(loss, x)
+    with tf.GradientTape() as plain:
+        loss = loss_fn()
+    g_plain = plain.gradient(loss, x)
+    np.testing.assert_array_equal(g_inner.numpy(), g_plain.numpy())
+    np.testing.assert_array_equal(g_outer.numpy(), g_plain.numpy())
+    with pytest.raises(ctcbridge.errors.CTCSecondDerivativeError):
+        with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as acc:
+            with tf.GradientTape() as inner:
+                loss = loss_fn()
+            acc.jvp(inner.gradient(loss, x))
