@@ -152,13 +152,14 @@ def _pad(pad) -> int:
     return pad
 
 
-# Workspace per engine thread (docs/c_api.md), S = 2 L + 1 lattice states.
+# Workspace per engine thread (docs/c_api.md), S = 2 L + 1 lattice states; the
+# aligner keeps J = min(L + 1, C) classes per frame.
 def _align_workspace(T, S, C):
-    return 8 * T * C + 9 * T * S
+    return 8 * T * min((S + 1) // 2, C) + 9 * T * S + 40 * S
 
 
 def _posterior_workspace(T, S, C):
-    return 8 * (T * C + T * S)
+    return 8 * (T * min((S + 1) // 2, C) + T * S + C) + 40 * S
 
 
 # ------------------------------------------------------------------ the API
@@ -308,7 +309,7 @@ def decode_greedy(
     """
     inp = _Input(activations, None, input_lengths, None, blank=blank, layout=layout,
                  inputs=inputs, num_threads=num_threads, with_labels=False,
-                 workspace=lambda T, S, C: 8 * C)
+                 workspace=lambda T, S, C: 0)
     inp.options.merge_repeated = 1 if merge_repeated else 0
     inp.options.pad = _pad(pad)
     seqs = np.empty((inp.N, inp.T), dtype=np.int64)
@@ -353,7 +354,7 @@ def decode_beam(
     B = beam_width
     inp = _Input(activations, None, input_lengths, None, blank=blank, layout=layout,
                  inputs=inputs, num_threads=num_threads, with_labels=False,
-                 workspace=lambda T, S, C: 8 * T * C + 48 * (1 + T * B) + 48 * B * C + 32 * B)
+                 workspace=lambda T, S, C: 8 * C + 56 * (1 + T * B) + 48 * B * C + 32 * B)
     inp.options.beam_width = beam_width
     inp.options.top_paths = top_paths
     inp.options.pad = _pad(pad)
