@@ -155,7 +155,7 @@ def _pad(pad) -> int:
 # Workspace per engine thread (docs/c_api.md), S = 2 L + 1 lattice states; the
 # aligner keeps J = min(L + 1, C) classes per frame.
 def _align_workspace(T, S, C):
-    return 8 * T * min((S + 1) // 2, C) + 9 * T * S + 40 * S
+    return 8 * T * min((S + 1) // 2, C) + T * S + 56 * S
 
 
 def _posterior_workspace(T, S, C):

@@ -26,6 +26,10 @@
 /* How often (frames) the per-sample loops look at the cancel flag. */
 #define DEC_CANCEL_PERIOD 512
 
+/* Jobs below this many cells (frames x classes, or lattice states) run on one
+ * thread unless told otherwise (see run()). */
+#define DEC_SMALL_JOB (1u << 20)
+
 /* --------------------------------------------------------------- options */
 
 CTCB_API int ctcb_decode_options_init(ctcb_decode_options *options)
@@ -447,7 +451,7 @@ static inline double log_add(double a, double b)
 typedef struct dec_ws {
     double *lp;        /* align, posteriors: T x J, the log-probabilities of the classes
                           cls[0..J); beam search: one row (C) */
-    double *score;     /* T x S: Viterbi scores / forward log variables */
+    double *score;     /* Viterbi: 2 x S scores; posteriors: T x S forward log variables */
     signed char *back; /* T x S: Viterbi back-pointers (0 stay, 1 from s-1, 2 from s-2) */
     double *beta;      /* 2 x S: backward log variables */
     double *acc;       /* C: occupancy per class */
@@ -522,7 +526,10 @@ static int ws_alloc(dec_ws *ws, const dec_job *job)
     else if (job->kind == DEC_BEAM)
         ws->lp = (double *)alloc_array(C, sizeof(double), &ok); /* one row */
     if (job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS) {
-        ws->score = (double *)alloc_array(TS, sizeof(double), &ok);
+        /* Viterbi keeps two rows of scores (the back-pointers trace the path),
+         * the forward-backward every frame's forward variables */
+        ws->score = (double *)alloc_array(job->kind == DEC_ALIGN ? 2u * S : TS, sizeof(double),
+                                          &ok);
         ws->ext = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
         ws->cls = (int64_t *)alloc_array(J, sizeof(int64_t), &ok);
         ws->eix = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
@@ -666,7 +673,7 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
         }
     }
 #define VALID(t, s) ((s) >= 0 && first[s] <= (t) && (t) <= Tb - 1 - dist[s])
-    double *v = ws->score;
+    double *v = ws->score; /* two rows: frame t's scores overwrite frame t - 2's */
     signed char *back = ws->back;
     for (int64_t s = 0; s < S; ++s)
         v[s] = VALID(0, s) ? ws->lp[eix[s]] : -INFINITY;
@@ -689,9 +696,9 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
             ++hi;
         while (lo < S && dist[lo] > Tb - 1 - t)
             ++lo;
-        const double *vp = v + (t - 1) * S;
+        const double *vp = v + ((t - 1) & 1) * S;
         const double *y = ws->lp + t * J;
-        double *vt = v + t * S;
+        double *vt = v + (t & 1) * S;
         signed char *bt = back + t * S;
         const int64_t in_lo = plo + 2 > lo ? plo + 2 : lo, in_hi = phi < hi ? phi : hi;
         for (int64_t s = lo; s <= hi; ++s) {
@@ -740,7 +747,7 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
         }
     }
     /* the last frame: the final blank only when strictly better than the last label */
-    const double *vl = v + (Tb - 1) * S;
+    const double *vl = v + ((Tb - 1) & 1) * S;
     int64_t s = S - 1;
     if (S > 1 && VALID(Tb - 1, S - 2) && !(VALID(Tb - 1, S - 1) && vl[S - 1] > vl[S - 2]))
         s = S - 2;
@@ -1217,7 +1224,18 @@ static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_o
     }
     (void)options;
     dec_pool pool = {job, 0, CTCB_OK};
-    const int64_t threads = ctcb_run_workers(job->opt.num_threads, N, worker, &pool);
+    /* A worker thread costs tens of microseconds to start and join: a small job
+     * (greedy decoding of a batch is a few hundred microseconds) left to choose
+     * its threads (num_threads 0) runs on this thread alone; an explicit count
+     * is obeyed.  Which thread computes a sample never changes its result. */
+    const uint64_t C = (uint64_t)input->alphabet, S = 2u * (uint64_t)job->max_label + 1u;
+    const uint64_t per_frame = job->kind == DEC_GREEDY ? C
+                               : job->kind == DEC_BEAM ? C * (uint64_t)job->opt.beam_width
+                                                       : C + 4u * S;
+    const int small = (uint64_t)N * (uint64_t)job->max_input * per_frame < DEC_SMALL_JOB;
+    const int64_t threads =
+        ctcb_run_workers(small && job->opt.num_threads == 0 ? 1 : job->opt.num_threads, N,
+                         worker, &pool);
     const int64_t max_input = job->max_input, max_label = job->max_label;
     job_free(job);
     if (cancelled(job))
