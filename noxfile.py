@@ -209,7 +209,8 @@ def tensorflow(session: nox.Session) -> None:
     _install(session, "tensorflow-cpu", "jax", TORCH)
     _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py",
             "tests/frameworks/test_keras_fit.py",
-            "tests/frameworks/test_keras_decoding_backends.py")
+            "tests/frameworks/test_keras_decoding_backends.py",
+            "tests/frameworks/test_conform_decoding.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
 
@@ -225,7 +226,8 @@ TORCHAUDIO = ("torch==2.14.1", "torchaudio==2.11.1")
 def torchaudio(session: nox.Session) -> None:
     """ctcbridge.torchaudio against torchaudio.functional.forced_align and merge_tokens."""
     _install(session, *TORCHAUDIO)
-    _pytest(session, "tests/frameworks/test_torchaudio.py")
+    _pytest(session, "tests/frameworks/test_torchaudio.py",
+            "tests/frameworks/test_conform_decoding.py")
 
 
 @_session()
