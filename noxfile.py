@@ -210,7 +210,8 @@ def tensorflow(session: nox.Session) -> None:
     _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py",
             "tests/frameworks/test_keras_fit.py",
             "tests/frameworks/test_keras_decoding_backends.py",
-            "tests/frameworks/test_conform_decoding.py")
+            "tests/frameworks/test_conform_decoding.py",
+            "tests/frameworks/test_explain_decoding_natives.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
 
@@ -227,7 +228,8 @@ def torchaudio(session: nox.Session) -> None:
     """ctcbridge.torchaudio against torchaudio.functional.forced_align and merge_tokens."""
     _install(session, *TORCHAUDIO)
     _pytest(session, "tests/frameworks/test_torchaudio.py",
-            "tests/frameworks/test_conform_decoding.py")
+            "tests/frameworks/test_conform_decoding.py",
+            "tests/frameworks/test_explain_decoding_natives.py")
 
 
 @_session()
