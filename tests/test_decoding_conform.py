@@ -85,3 +85,19 @@ def test_a_wrong_aligner_fails():
     result = decoders.check_decoder(broken, case, "numpy")
     assert result is not None and not result.passed
     assert "paths differ" in result.details[0]
+
+
+def test_a_native_beam_with_other_paths_is_explained_by_tf_pruning():
+    """divergences.json's `differs_in: paths` names TF's pruning for a native beam
+    search that returned other label sequences, not for one that raised."""
+    from ctcbridge.conform.divergences import explain_case
+
+    case = shipped_cases()[0]
+    differs = dict(passed=False, error="", loss_error=float("inf"), grad_error=None,
+                   details=["paths differ ((1, 2, 5) vs the reference's (1, 2, 5)) in 1 sample(s)"])
+    raised = dict(differs, error="InvalidArgumentError: ...", details=["raised ..."])
+    for name in ("tensorflow.ctc_beam_search_decoder", "keras.ctc_decode (beam_search)",
+                 "tensorflow.ctc_beam_search_decoder_v1 (merge_repeated=True)"):
+        assert "tf-beam-search-pruning" in explain_case(name, case, differs)
+        assert "tf-beam-search-pruning" not in explain_case(name, case, raised)
+    assert explain_case("tensorflow.ctc_greedy_decoder", case, differs) == []
