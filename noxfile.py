@@ -204,10 +204,14 @@ def jax(session: nox.Session) -> None:
 def tensorflow(session: nox.Session) -> None:
     """ctcbridge.tensorflow and ctcbridge.keras against tf.nn.ctc_loss, tf.compat.v1 and Keras
     (`fit` on Keras' TensorFlow, JAX and torch backends: hence jax and torch here), and the
-    TF and Keras decoders against TF's."""
+    TF and Keras decoders against TF's (Keras's beam search on its JAX and torch backends
+    too)."""
     _install(session, "tensorflow-cpu", "jax", TORCH)
     _pytest(session, "tests/frameworks/test_tensorflow.py", "tests/frameworks/test_tf_decoding.py",
-            "tests/frameworks/test_keras_fit.py")
+            "tests/frameworks/test_keras_fit.py",
+            "tests/frameworks/test_keras_decoding_backends.py",
+            "tests/frameworks/test_conform_decoding.py",
+            "tests/frameworks/test_explain_decoding_natives.py")
     # MirroredStrategy over 2 logical CPUs, which must be configured before TF starts
     _pytest(session, "tests/frameworks/test_scale_tensorflow.py")
 
@@ -223,7 +227,9 @@ TORCHAUDIO = ("torch==2.14.1", "torchaudio==2.11.1")
 def torchaudio(session: nox.Session) -> None:
     """ctcbridge.torchaudio against torchaudio.functional.forced_align and merge_tokens."""
     _install(session, *TORCHAUDIO)
-    _pytest(session, "tests/frameworks/test_torchaudio.py")
+    _pytest(session, "tests/frameworks/test_torchaudio.py",
+            "tests/frameworks/test_conform_decoding.py",
+            "tests/frameworks/test_explain_decoding_natives.py")
 
 
 @_session()

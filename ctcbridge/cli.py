@@ -193,7 +193,10 @@ def _conform_all(args) -> int:
             raise CTCValueError(f"framework(s) {', '.join(missing)} not installed here "
                              f"(installed: {', '.join(frameworks)})")
         frameworks = [fw for fw in frameworks if fw in wanted]
-    progress = _Progress(len(cases) * (1 + len(matrix_plan(ROWS, frameworks, args.native))))
+    from .conform.decoders import ROWS as DECODER_ROWS, decoder_plan, run_decoder_matrix
+
+    progress = _Progress(len(cases) * (1 + len(matrix_plan(ROWS, frameworks, args.native))
+                                       + len(decoder_plan(DECODER_ROWS, frameworks, args.native))))
     start = time.perf_counter()
     print(f"{_versions()}; corpus v{corpus['version']}, {len(cases)} cases; frameworks: "
           f"{', '.join(frameworks)}", file=sys.stderr)
@@ -207,6 +210,8 @@ def _conform_all(args) -> int:
         failed_cases=[r.case for r in rs if not r.passed], results=[r.__dict__ for r in rs])})
         for dtype in TOLERANCES for rs in [[r for r in engine if r.row == f"engine {dtype}"]]]
     matrix += run_matrix(cases, ROWS, frameworks, args.native, progress)
+    # the aligners and decoders: paths exact, scores within SCORE_TOLERANCE
+    matrix += run_decoder_matrix(cases, frameworks, args.native, progress)
     _explain_natives(matrix, cases)
     progress.done(f"done in {time.perf_counter() - start:.1f} s")
     with _report_stream(args):
@@ -239,7 +244,8 @@ def _print_all(args, matrix, frameworks, cases) -> list:
           "the corpus cases the signature accepts (\"not measured\": numpy arrays have no "
           "autodiff); tolerances "
           + ", ".join(f"{k} {v[0]:g} / {v[1]:g}" for k, v in TOLERANCES.items())
-          + " (signatures run in float32)")
+          + " (signatures run in float32); aligner and decoder rows: paths exactly, worst "
+          "relative score error / \"not measured\"")
     if args.native:
         print("native rows are informational (`ctcbridge conform --divergences` lists the "
               "known divergences) and do not change the exit status")

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from . import conventions as cv
 from .conventions import Convention
 from .errors import CTCTypeError
 
-__all__ = ["explain", "conversion", "convert_arguments", "call", "add_parser", "run"]
+__all__ = ["explain", "conversion", "convert_arguments", "call", "add_parser", "run",
+           "DECODING", "DecodingConvention", "explain_decoding"]
 
 # ------------------------------------------------------------------ reading
 # (labels container, label lengths encoding) -> line reading them into `labs`
@@ -357,16 +359,163 @@ def explain(src_name: str, dst_name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+# ------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class DecodingConvention:
+    """How one aligner or decoder reads its input and what it returns (measured with
+    the natives: docs/decoding.md, docs/c_api.md; tests/frameworks/test_explain_decoding.py
+    checks the machine-readable fields against them)."""
+
+    name: str
+    entry: str  # the native's (or ctcbridge's) function
+    layout: str  # "TNC", "NTC" or "1TC" (a batch of one); ctcbridge's: either
+    inputs: str  # what the activations are
+    default_blank: str  # "0", "C-1", or "fixed C-1" (no argument)
+    blank: str  # how the blank is chosen
+    repeats: str  # how runs of a label are treated
+    ties: str  # the tie-breaking rule
+    scores: str  # the scores returned
+    output: str  # the paths' container and padding
+
+
+DECODING = {c.name: c for c in [
+    DecodingConvention(
+        "ctcbridge.forced_align", "ctcbridge.forced_align", "TNC (layout=: or NTC)",
+        "logits or log-probabilities (inputs=)", "0",
+        "blank= (any class; the labels must not hold it)",
+        "a repeated label needs a blank between its frames (merge_repeated=False: TF v1's "
+        "lattice, no self-loops)",
+        "torchaudio's: a cell's predecessor is the same state, then s-1, then s-2, a later "
+        "one only when strictly better; the final blank only when strictly better than the "
+        "last label",
+        "per frame, the log-probability of the path's class (their sum: the path's)",
+        "Alignment(path, scores, label_index), each (N, T), pad= (-1) past the length"),
+    DecodingConvention(
+        "ctcbridge.decode_greedy", "ctcbridge.decode_greedy", "TNC (layout=: or NTC)",
+        "logits or log-probabilities (inputs=)", "0", "blank= (any class)",
+        "merged (merge_repeated=False keeps them: TF v1's option), then blanks dropped",
+        "the smallest class index among equal maxima",
+        "the best path's log-probability: sum over frames of log softmax at the argmax",
+        "Decoded(sequences (N, T), lengths, scores), pad= (-1)"),
+    DecodingConvention(
+        "ctcbridge.decode_beam", "ctcbridge.decode_beam", "TNC (layout=: or NTC)",
+        "logits or log-probabilities (inputs=)", "0", "blank= (any class)",
+        "merged inside the search (prefix beam search: a repeat needs a blank between)",
+        "score descending, then the label sequences in lexicographic order (a prefix before "
+        "its extensions): a total order, the same for any thread count",
+        "log of each prefix's probability (the beam's sum over its paths)",
+        "Decoded(sequences (N, K, T), lengths (N, K), scores (N, K)), pad= (-1); paths "
+        "beyond the beam's prefixes: length 0, score -inf"),
+    DecodingConvention(
+        "torchaudio.forced_align", "torchaudio.functional.forced_align", "1TC",
+        "log-probabilities, used as given", "0", "blank= (targets must not hold it)",
+        "a repeated target needs a blank between its frames (T >= L + repeats)",
+        "stay, then s-1, then s-2, a later one only when strictly better; the last label over "
+        "the final blank unless the blank is strictly better",
+        "per frame, log_probs[0, t, path[t]]",
+        "(alignments (1, T) in the targets' dtype, scores (1, T)); batch size 1"),
+    DecodingConvention(
+        "torchaudio.merge_tokens", "torchaudio.functional.merge_tokens", "1TC",
+        "one path (1-D tokens) and its frame scores", "0", "blank= (dropped)",
+        "each run of one token is one span (a repeated token with no blank between is one "
+        "span: ctcbridge's label_index tells them apart)",
+        "-",
+        "each span's mean frame score",
+        "[TokenSpan(token, start, end (exclusive), score)]"),
+    DecodingConvention(
+        "tensorflow.ctc_greedy_decoder", "tf.nn.ctc_greedy_decoder (= tf.compat.v1.nn's)",
+        "TNC", "raw inputs: no normalisation", "C-1",
+        "blank_index= (None: C - 1, negative counts from C)",
+        "merge_repeated=True merges runs, then blanks dropped; False keeps them",
+        "the smallest class index among equal maxima (RowMax)",
+        "neg_sum_logits (B, 1): minus the sum over frames of the largest raw input",
+        "[SparseTensor] of int64 labels, dense shape (B, longest)"),
+    DecodingConvention(
+        "tensorflow.ctc_beam_search_decoder", "tf.nn.ctc_beam_search_decoder", "TNC",
+        "logits (softmax applied)", "fixed C-1", "always the last class",
+        "merged inside the search; nothing after it",
+        "TF's TopN over the pruned beam: unspecified among equal totals (divergence "
+        "tf-beam-search-pruning)",
+        "log_probabilities (B, top_paths): each prefix's total",
+        "top_paths SparseTensors of int64 labels"),
+    DecodingConvention(
+        "tensorflow.ctc_beam_search_decoder_v1", "tf.compat.v1.nn.ctc_beam_search_decoder",
+        "TNC", "logits (softmax applied)", "fixed C-1", "always the last class",
+        "merged inside the search, and merge_repeated=True (the default) also merges runs "
+        "of equal labels in each returned prefix",
+        "as tf.nn.ctc_beam_search_decoder",
+        "log_probabilities (B, top_paths): each prefix's total (before the merge)",
+        "top_paths SparseTensors of int64 labels"),
+    DecodingConvention(
+        "keras.ctc_decode", "keras.ops.ctc_decode", "NTC", "logits", "0",
+        "mask_index= (None: C - 1)",
+        "greedy: merge_repeated=True merges; beam_search: merged inside the search, "
+        "merge_repeated ignored",
+        "greedy: the smallest class index; beam_search: TF's on the TensorFlow backend (the "
+        "JAX and torch backends: divergences keras-beam-fewer-prefixes, keras-beam-zero-length)",
+        "greedy (B, 1): minus the sum of the frames' largest inputs; beam_search "
+        "(B, top_paths): log-probabilities",
+        "decoded int32 (top_paths, B, T) padded with -1"),
+    DecodingConvention(
+        "keras.ctc_decode_legacy", "keras.backend.ctc_decode (legacy)", "NTC",
+        "softmax probabilities, read as log(p + 1e-7)", "fixed C-1", "always the last class",
+        "merged (greedy; beam search: TF v1's merge_repeated=True)",
+        "as TF's greedy and beam decoders",
+        "log_prob: (B, 1) greedy, (B, top_paths) beam search",
+        "a list of top_paths (B, T) arrays padded with -1"),
+]}
+
+_DECODING_ASPECTS = {"layout": "activations' layout", "inputs": "activations",
+                     "blank": "blank", "repeats": "repeated labels", "ties": "ties",
+                     "scores": "scores returned", "output": "returns"}
+
+
+def explain_decoding(src_name: str | None = None, dst_name: str | None = None) -> str:
+    """The decoding conventions of every aligner and decoder, or what changes from
+    `src_name` to `dst_name` (names of :data:`DECODING`)."""
+    import textwrap
+
+    def block(title: str, text: str, indent: str, width: int = 22) -> list:
+        return textwrap.wrap(text, 96, initial_indent=f"{indent}{title + ':':<{width}}",
+                             subsequent_indent=indent + " " * width)
+
+    out: list = []
+    if src_name is None:
+        for conv in DECODING.values():
+            out.append(f"{conv.name} ({conv.entry})")
+            for attr, title in _DECODING_ASPECTS.items():
+                out += block(title, getattr(conv, attr), "  ")
+            out.append("")
+        return "\n".join(out)
+    src, dst = DECODING[src_name], DECODING[dst_name or src_name]
+    out.append(f"{src.name} ({src.entry}) -> {dst.name} ({dst.entry})")
+    for attr, title in _DECODING_ASPECTS.items():
+        a, b = getattr(src, attr), getattr(dst, attr)
+        if a == b:
+            out += block(title, f"the same ({a})", "  ")
+        else:
+            out.append(f"  {title}:")
+            w = max(len(src.name), len(dst.name)) + 2
+            out += block(src.name, a, "    ", w) + block(dst.name, b, "    ", w)
+    if src.default_blank != dst.default_blank:
+        out.append(f"  The default blank moves ({src.default_blank} -> {dst.default_blank}): "
+                   "pass it explicitly, or move the class.")
+    return "\n".join(out) + "\n"
+
+
 # -------------------------------------------------------------- command line
 def _signature_name(name: str) -> str:
     """FROM/TO: a name of :data:`conventions.NAMES` (``torch``) or the conform row's
-    (``torch.ctc_loss``), as the former."""
+    (``torch.ctc_loss``), as the former; or an aligner's or decoder's (:data:`DECODING`)."""
+    if name in DECODING:
+        return name
     try:
         return cv.get(name).name
     except KeyError:
         raise argparse.ArgumentTypeError(
             f"unknown signature {name!r} (choose from {', '.join(cv.CONVENTIONS)}, or a "
-            "`ctcbridge conform --list-conventions` name)") from None
+            "`ctcbridge conform --list-conventions` name, or an aligner or decoder: "
+            f"{', '.join(DECODING)})") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -382,6 +531,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--table", action="store_true",
                         help="print the conventions of every signature as a markdown table")
     parser.add_argument("--list", action="store_true", help="list the signature names")
+    parser.add_argument("--decoding", action="store_true",
+                        help="the aligners' and decoders' conventions (blank, repeats, ties, "
+                             "scores); with FROM TO (decoder names) what changes between two")
     return parser
 
 
@@ -393,6 +545,14 @@ def run(args: argparse.Namespace) -> int:
         for name in cv.CONVENTIONS:
             conv = cv.CONVENTIONS[name]
             print(f"{name:<17} {conv.entry:<48} {conv.mirrors}")
+        return 0
+    decoders = [n for n in (args.source, args.target) if n in DECODING]
+    if args.decoding or decoders:
+        if decoders and len(decoders) != len([n for n in (args.source, args.target) if n]):
+            print("ctcbridge explain: FROM and TO must both be losses or both aligners/decoders "
+                  f"({', '.join(DECODING)})", file=sys.stderr)
+            return 2
+        print(explain_decoding(args.source, args.target), end="")
         return 0
     if args.source is None or args.target is None:
         print("ctcbridge explain: give FROM and TO (one of: " + ", ".join(cv.CONVENTIONS)

@@ -33,7 +33,7 @@ def test_divergence_file():
         if when is not None:  # a condition only in the vocabulary explain_case knows
             assert when and set(when) <= WHEN_KEYS, entry["id"]
             assert set(when.get("has", [])) | set(when.get("has_any", [])) <= set(FEATURES)
-            assert when.get("differs_in", "gradient") == "gradient"
+            assert when.get("differs_in", "gradient") in ("gradient", "paths")
 
 
 def _case(name):

@@ -26,6 +26,10 @@
 /* How often (frames) the per-sample loops look at the cancel flag. */
 #define DEC_CANCEL_PERIOD 512
 
+/* Jobs below this many cells (frames x classes, or lattice states) run on one
+ * thread unless told otherwise (see run()). */
+#define DEC_SMALL_JOB (1u << 20)
+
 /* --------------------------------------------------------------- options */
 
 CTCB_API int ctcb_decode_options_init(ctcb_decode_options *options)
@@ -217,61 +221,199 @@ static int take_snapshot(dec_job *job)
 
 /* ---------------------------------------------------------- frame access */
 
-/* Row t of sample n, converted exactly to double; 1 if it holds a NaN or
- * +inf (or, for logits, is all -inf): the sample's results are then NaN. */
-static int read_row(const dec_job *job, int64_t n, int64_t t, double *row)
+/* The frames are read in place, through the caller's strides: one pass over
+ * a row finds its maximum, the first index holding it and whether it holds
+ * a NaN or +inf; logits take a second pass (over the row, now in cache) for
+ * log sum exp.  Nothing copies a whole row unless the function needs every
+ * class of it (beam search); the aligner keeps only the classes of the
+ * sample's lattice (at most L + 1 of them) per frame.  The scans are
+ * compiled for AVX2 too (as the kernels: ctcb_kernels.c), picked at load
+ * time; each row is computed by one thread, so no result depends on the
+ * thread count. */
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
+     (defined(__clang__) && __clang_major__ >= 14)) && !defined(CTCB_NO_CLONES)
+#  define DEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#  define DEC_CLONES
+#endif
+
+/* A contiguous row's maximum is found first (vectorised), then the first
+ * block of this many values holding it, then the first index holding it
+ * there (ties: the smallest index).  Shorter rows take one scalar pass. */
+#define DEC_BLOCK 64
+
+typedef struct dec_scan {
+    double max;     /* the largest value (exact); -inf for an empty or all -inf row */
+    int64_t argmax; /* the first index holding it (0 when none does) */
+    int bad;        /* holds a NaN or +inf */
+} dec_scan;
+
+/* Written once for float and double (REAL), as the kernels are. */
+#define DEC_ROW_FUNCTIONS(REAL, SFX)                                                             \
+    static DEC_CLONES dec_scan scan_row_##SFX(const REAL *x, int64_t C, int64_t sc)              \
+    {                                                                                            \
+        REAL m = -(REAL)INFINITY;                                                                \
+        int bad = 0;                                                                             \
+        int64_t first = 0;                                                                       \
+        if (sc == 1 && C > DEC_BLOCK) {                                                         \
+            /* the order of a max is free; NaN (flagged, results NaN) may land anywhere */      \
+            _Pragma("omp simd reduction(max : m) reduction(| : bad)")                            \
+            for (int64_t c = 0; c < C; ++c) {                                                    \
+                const REAL v = x[c];                                                             \
+                m = v > m ? v : m;                                                               \
+                bad |= !(v < (REAL)INFINITY); /* NaN or +inf */                                  \
+            }                                                                                    \
+            /* the first block holding m (the row is in cache now), then its first index */     \
+            for (int64_t b0 = 0; b0 < C && m > -(REAL)INFINITY; b0 += DEC_BLOCK) {               \
+                const int64_t b1 = b0 + DEC_BLOCK < C ? b0 + DEC_BLOCK : C;                      \
+                int hit = 0;                                                                     \
+                _Pragma("omp simd reduction(| : hit)")                                           \
+                for (int64_t c = b0; c < b1; ++c)                                                \
+                    hit |= x[c] == m;                                                            \
+                if (hit) {                                                                       \
+                    for (first = b0; x[first] != m; ++first)                                     \
+                        ;                                                                        \
+                    break;                                                                       \
+                }                                                                                \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (int64_t c = 0; c < C; ++c) { /* a short or strided row: one pass */            \
+                const REAL v = x[c * sc];                                                        \
+                bad |= !(v < (REAL)INFINITY);                                                    \
+                if (v > m) {                                                                     \
+                    m = v;                                                                       \
+                    first = c;                                                                   \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        dec_scan r = {(double)m, first, bad};                                                    \
+        return r;                                                                                \
+    }                                                                                            \
+    /* log sum_c exp(x_c - m), m the row's (finite) maximum */                                   \
+    static DEC_CLONES double log_sum_exp_##SFX(const REAL *x, int64_t C, int64_t sc, double m)   \
+    {                                                                                            \
+        double sum = 0.0;                                                                        \
+        if (sc == 1) {                                                                           \
+            _Pragma("omp simd reduction(+ : sum)") for (int64_t c = 0; c < C; ++c) sum +=        \
+                ctcb_exp_f64((double)x[c] - m);                                                  \
+        } else {                                                                                 \
+            for (int64_t c = 0; c < C; ++c)                                                      \
+                sum += ctcb_exp_f64((double)x[c * sc] - m);                                      \
+        }                                                                                        \
+        return log(sum);                                                                         \
+    }
+
+DEC_ROW_FUNCTIONS(float, f32)
+DEC_ROW_FUNCTIONS(double, f64)
+#undef DEC_ROW_FUNCTIONS
+
+/* Row t of sample n: where it lies, how to read one class of it, and its
+ * normalisation.  A class's log-probability is x_c (log-probs) or
+ * (x_c - max) - lsum (logits: the two parts kept apart so that a common
+ * offset of the logits costs nothing). */
+typedef struct dec_row {
+    const void *x;
+    int64_t sc;
+    dec_scan scan;
+    double lsum; /* 0 for log-probs */
+    int bad;     /* a NaN or +inf, or (logits) an all -inf row: the sample's results are NaN */
+} dec_row;
+
+static dec_row read_row(const dec_job *job, int64_t n, int64_t t)
 {
     const ctcb_decode_input *in = job->in;
     const int64_t C = in->alphabet, sc = in->act_strides[2];
     const int64_t base = t * in->act_strides[0] + n * in->act_strides[1];
-    int bad = 0;
-    double m = -INFINITY;
-    if (in->dtype == CTCB_FLOAT32) {
-        const float *x = (const float *)in->activations + base;
-        for (int64_t c = 0; c < C; ++c)
-            row[c] = (double)x[c * sc];
-    } else {
-        const double *x = (const double *)in->activations + base;
-        for (int64_t c = 0; c < C; ++c)
-            row[c] = x[c * sc];
+    const int f32 = in->dtype == CTCB_FLOAT32;
+    dec_row r;
+    r.sc = sc;
+    r.x = f32 ? (const void *)((const float *)in->activations + base)
+              : (const void *)((const double *)in->activations + base);
+    r.scan = f32 ? scan_row_f32((const float *)r.x, C, sc) : scan_row_f64((const double *)r.x, C, sc);
+    r.lsum = 0.0;
+    r.bad = r.scan.bad;
+    if (job->opt.input_kind == CTCB_INPUT_LOGITS && !r.bad) {
+        r.bad = r.scan.max == -INFINITY;
+        if (!r.bad)
+            r.lsum = f32 ? log_sum_exp_f32((const float *)r.x, C, sc, r.scan.max)
+                         : log_sum_exp_f64((const double *)r.x, C, sc, r.scan.max);
     }
-    for (int64_t c = 0; c < C; ++c) {
-        bad |= isnan(row[c]) || row[c] == INFINITY;
-        m = row[c] > m ? row[c] : m;
-    }
-    return bad || (job->opt.input_kind == CTCB_INPUT_LOGITS && m == -INFINITY);
+    return r;
 }
 
-/* log_softmax of a row in place: (x - m) - lsum with lsum = log sum exp(x - m),
- * the two parts kept apart so a common offset of the logits costs nothing.
- * Returns lsum. */
-static double log_softmax_row(double *row, int64_t C)
+/* The activation of class c, exactly as double. */
+static inline double row_value(const dec_job *job, const dec_row *r, int64_t c)
 {
-    double m = -INFINITY, sum = 0.0;
-    for (int64_t c = 0; c < C; ++c)
-        m = row[c] > m ? row[c] : m;
-    for (int64_t c = 0; c < C; ++c)
-        sum += exp(row[c] - m);
-    const double lsum = log(sum);
-    for (int64_t c = 0; c < C; ++c)
-        row[c] = (row[c] - m) - lsum;
-    return lsum;
+    return job->in->dtype == CTCB_FLOAT32 ? (double)((const float *)r->x)[c * r->sc]
+                                          : ((const double *)r->x)[c * r->sc];
 }
 
-/* The per-frame log-probabilities of sample n's Tb frames into lp (Tb x C).
- * Returns 1 for a NaN sample (see read_row), -1 when cancelled, else 0. */
-static int load_log_probs(const dec_job *job, int64_t n, int64_t Tb, double *lp)
+/* The log-probability of class c. */
+static inline double row_log_prob(const dec_job *job, const dec_row *r, int64_t c)
 {
-    const int64_t C = job->in->alphabet;
+    const double v = row_value(job, r, c);
+    return job->opt.input_kind == CTCB_INPUT_LOGITS ? (v - r->scan.max) - r->lsum : v;
+}
+
+/* The log-probabilities of every class of a row into y (C). */
+static void row_log_probs(const dec_job *job, const dec_row *r, double *y)
+{
+    const int64_t C = job->in->alphabet, sc = r->sc;
+    const double m = r->scan.max, lsum = r->lsum;
     const int logits = job->opt.input_kind == CTCB_INPUT_LOGITS;
+    if (job->in->dtype == CTCB_FLOAT32) {
+        const float *x = (const float *)r->x;
+        for (int64_t c = 0; c < C; ++c)
+            y[c] = (double)x[c * sc];
+    } else {
+        const double *x = (const double *)r->x;
+        for (int64_t c = 0; c < C; ++c)
+            y[c] = x[c * sc];
+    }
+    if (logits)
+        for (int64_t c = 0; c < C; ++c)
+            y[c] = (y[c] - m) - lsum;
+}
+
+/* The log-probabilities of the J classes cls[0..J) at each of sample n's Tb
+ * frames into em (Tb x J).  Logits need the whole row (its log sum exp), and
+ * so does `whole_rows` (posteriors: a NaN anywhere in a used row makes the
+ * sample NaN); the aligner on log-probabilities reads only these J classes
+ * of each row (a few of a large vocabulary's thousands): a NaN or +inf
+ * among them makes the sample NaN, one elsewhere cannot change its path.
+ * Returns 1 for a NaN sample (see dec_row), -1 when cancelled, else 0. */
+static int load_emissions(const dec_job *job, int64_t n, int64_t Tb, const int64_t *cls,
+                          int64_t J, int whole_rows, double *em)
+{
+    const ctcb_decode_input *in = job->in;
+    const int gather_only = !whole_rows && job->opt.input_kind == CTCB_INPUT_LOG_PROBS;
     for (int64_t t = 0; t < Tb; ++t) {
         if (!(t % DEC_CANCEL_PERIOD) && job->opt.cancel &&
             __atomic_load_n(job->opt.cancel, __ATOMIC_RELAXED))
             return -1;
-        if (read_row(job, n, t, lp + t * C))
+        double *e = em + t * J;
+        if (gather_only) {
+            dec_row r;
+            r.sc = in->act_strides[2];
+            const int64_t base = t * in->act_strides[0] + n * in->act_strides[1];
+            r.x = in->dtype == CTCB_FLOAT32
+                      ? (const void *)((const float *)in->activations + base)
+                      : (const void *)((const double *)in->activations + base);
+            int bad = 0;
+            for (int64_t j = 0; j < J; ++j) {
+                e[j] = row_value(job, &r, cls[j]);
+                bad |= !(e[j] < INFINITY);
+            }
+            if (bad)
+                return 1;
+            continue;
+        }
+        const dec_row r = read_row(job, n, t);
+        if (r.bad)
             return 1;
-        if (logits)
-            log_softmax_row(lp + t * C, C);
+        for (int64_t j = 0; j < J; ++j)
+            e[j] = row_log_prob(job, &r, cls[j]);
     }
     return 0;
 }
@@ -307,12 +449,16 @@ static inline double log_add(double a, double b)
 /* Working memory of one worker, sized for the job's longest sample; each
  * function uses its own subset (NULL otherwise). */
 typedef struct dec_ws {
-    double *lp;        /* T x C: log-probabilities of the sample */
-    double *score;     /* T x S: Viterbi scores / forward log variables */
+    double *lp;        /* align, posteriors: T x J, the log-probabilities of the classes
+                          cls[0..J); beam search: one row (C) */
+    double *score;     /* Viterbi: 2 x S scores; posteriors: T x S forward log variables */
     signed char *back; /* T x S: Viterbi back-pointers (0 stay, 1 from s-1, 2 from s-2) */
     double *beta;      /* 2 x S: backward log variables */
     double *acc;       /* C: occupancy per class */
     int64_t *ext;      /* S: extended labels */
+    int64_t *cls;      /* J = min(L + 1, C): the classes lp holds: the blank, then the
+                          labels; or all C classes when there are no more */
+    int64_t *eix;      /* S: the column of lp holding state s's class */
     int64_t *first;    /* S: earliest frame a state can be occupied */
     int64_t *dist;     /* S: fewest frames from a state to the end */
     unsigned char *stay, *skip; /* S: transitions of each state */
@@ -337,6 +483,7 @@ static void ws_free(dec_ws *ws)
 {
     void **all[] = {(void **)&ws->lp, (void **)&ws->score, (void **)&ws->back,
                     (void **)&ws->beta, (void **)&ws->acc, (void **)&ws->ext,
+                    (void **)&ws->cls, (void **)&ws->eix,
                     (void **)&ws->first, (void **)&ws->dist, (void **)&ws->stay,
                     (void **)&ws->skip, (void **)&ws->node_parent, (void **)&ws->node_label,
                     (void **)&ws->node_depth, (void **)&ws->node_child,
@@ -369,17 +516,23 @@ static int ws_alloc(dec_ws *ws, const dec_job *job)
     memset(ws, 0, sizeof *ws);
     const uint64_t T = (uint64_t)job->max_input, C = (uint64_t)job->in->alphabet;
     const uint64_t S = 2u * (uint64_t)job->max_label + 1u;
-    uint64_t TC, TS;
-    if (__builtin_mul_overflow(T, C, &TC) || __builtin_mul_overflow(T, S, &TS))
+    const uint64_t J = (uint64_t)job->max_label + 1u < C ? (uint64_t)job->max_label + 1u : C;
+    uint64_t TJ, TS;
+    if (__builtin_mul_overflow(T, J, &TJ) || __builtin_mul_overflow(T, S, &TS))
         return CTCB_ERR_SIZE_OVERFLOW;
     int ok = 1;
-    if (job->kind != DEC_GREEDY)
-        ws->lp = (double *)alloc_array(TC, sizeof(double), &ok);
-    else
+    if (job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS)
+        ws->lp = (double *)alloc_array(TJ, sizeof(double), &ok);
+    else if (job->kind == DEC_BEAM)
         ws->lp = (double *)alloc_array(C, sizeof(double), &ok); /* one row */
     if (job->kind == DEC_ALIGN || job->kind == DEC_POSTERIORS) {
-        ws->score = (double *)alloc_array(TS, sizeof(double), &ok);
+        /* Viterbi keeps two rows of scores (the back-pointers trace the path),
+         * the forward-backward every frame's forward variables */
+        ws->score = (double *)alloc_array(job->kind == DEC_ALIGN ? 2u * S : TS, sizeof(double),
+                                          &ok);
         ws->ext = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
+        ws->cls = (int64_t *)alloc_array(J, sizeof(int64_t), &ok);
+        ws->eix = (int64_t *)alloc_array(S, sizeof(int64_t), &ok);
         ws->stay = (unsigned char *)alloc_array(S, 1, &ok);
         ws->skip = (unsigned char *)alloc_array(S, 1, &ok);
     }
@@ -427,17 +580,30 @@ static int ws_alloc(dec_ws *ws, const dec_job *job)
 /* The extended label sequence of sample n and its transitions, as in the
  * loss: label states stay unless no-merge; a label state may be entered from
  * s - 2 when l'_s != l'_{s-2} (always with no-merge), never when it equals
- * the blank under CTCB_FLAG_WARP_BLANK_LABELS.  Returns S. */
-static int64_t build_lattice(const dec_job *job, dec_ws *ws, int64_t n)
+ * the blank under CTCB_FLAG_WARP_BLANK_LABELS; the classes the lattice reads
+ * (cls, column eix[s] for state s) and their count in *J.  Returns S. */
+static int64_t build_lattice(const dec_job *job, dec_ws *ws, int64_t n, int64_t *J)
 {
     const int64_t L = job->label_lengths[n];
     const int64_t *lab = job->labels + job->label_offsets[n];
     const int64_t S = 2 * L + 1, blank = job->opt.blank;
     const int no_merge = (job->opt.flags & CTCB_FLAG_NO_MERGE_REPEATED) != 0;
     const int warp = (job->opt.flags & CTCB_FLAG_WARP_BLANK_LABELS) != 0;
+    const int64_t C = job->in->alphabet;
+    /* a row of a small alphabet is copied whole, a large one's classes gathered */
+    const int whole = C <= L + 1;
+    if (whole)
+        for (int64_t c = 0; c < C; ++c)
+            ws->cls[c] = c;
+    else {
+        ws->cls[0] = blank;
+        for (int64_t i = 0; i < L; ++i)
+            ws->cls[i + 1] = lab[i];
+    }
     for (int64_t s = 0; s < S; ++s) {
         const int is_label = s & 1;
         ws->ext[s] = is_label ? lab[s / 2] : blank;
+        ws->eix[s] = whole ? ws->ext[s] : is_label ? s / 2 + 1 : 0;
         ws->stay[s] = !(is_label && no_merge);
         int sk = 0;
         if (is_label && s >= 3) {
@@ -447,6 +613,7 @@ static int64_t build_lattice(const dec_job *job, dec_ws *ws, int64_t n)
         }
         ws->skip[s] = (unsigned char)sk;
     }
+    *J = whole ? C : L + 1;
     return S;
 }
 
@@ -470,9 +637,11 @@ static void align_fill_pad(const dec_job *job, int64_t n, int64_t t0, double sco
  * trace a valid alignment, even through cells of probability 0. */
 static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
 {
-    const int64_t T = job->in->max_time, C = job->in->alphabet;
+    const int64_t T = job->in->max_time;
     const int64_t Tb = job->input_lengths[n];
-    int status = load_log_probs(job, n, Tb, ws->lp);
+    int64_t J;
+    const int64_t S = build_lattice(job, ws, n, &J);
+    int status = load_emissions(job, n, Tb, ws->cls, J, 0, ws->lp);
     if (status < 0)
         return -1;
     if (status > 0 || Tb == 0) {
@@ -483,8 +652,7 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
                 store_real(job->reals_out, job->in->dtype, n * T + t, NAN);
         return 0;
     }
-    const int64_t S = build_lattice(job, ws, n);
-    const int64_t *ext = ws->ext;
+    const int64_t *ext = ws->ext, *eix = ws->eix;
     int64_t *first = ws->first, *dist = ws->dist;
     for (int64_t s = 0; s < S; ++s) {
         if (s < 2)
@@ -505,48 +673,81 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
         }
     }
 #define VALID(t, s) ((s) >= 0 && first[s] <= (t) && (t) <= Tb - 1 - dist[s])
-    double *v = ws->score;
+    double *v = ws->score; /* two rows: frame t's scores overwrite frame t - 2's */
     signed char *back = ws->back;
     for (int64_t s = 0; s < S; ++s)
-        v[s] = VALID(0, s) ? ws->lp[ext[s]] : -INFINITY;
+        v[s] = VALID(0, s) ? ws->lp[eix[s]] : -INFINITY;
+    /* first[] never decreases with s and dist[] never increases (each is the
+     * smaller of its neighbours' plus one), so the window of frame t is the
+     * range [lo, hi]: hi the last state with first <= t, lo the first with
+     * dist <= Tb - 1 - t; both move forward with t.  Inside it, the states
+     * whose three predecessors all lie in the previous window need no
+     * window test. */
+    int64_t lo = 0, hi = -1;
+    while (hi + 1 < S && first[hi + 1] <= 0)
+        ++hi;
+    while (lo < S && dist[lo] > Tb - 1)
+        ++lo;
     for (int64_t t = 1; t < Tb; ++t) {
         if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
             return -1;
-        const double *vp = v + (t - 1) * S;
-        const double *y = ws->lp + t * C;
-        double *vt = v + t * S;
+        const int64_t plo = lo, phi = hi; /* the window of frame t - 1 */
+        while (hi + 1 < S && first[hi + 1] <= t)
+            ++hi;
+        while (lo < S && dist[lo] > Tb - 1 - t)
+            ++lo;
+        const double *vp = v + ((t - 1) & 1) * S;
+        const double *y = ws->lp + t * J;
+        double *vt = v + (t & 1) * S;
         signed char *bt = back + t * S;
-        for (int64_t s = 0; s < S; ++s) {
-            vt[s] = -INFINITY;
-            bt[s] = -1;
-            if (!VALID(t, s))
-                continue;
-            /* stay, then s-1, then s-2; a later one only when strictly better */
+        const int64_t in_lo = plo + 2 > lo ? plo + 2 : lo, in_hi = phi < hi ? phi : hi;
+        for (int64_t s = lo; s <= hi; ++s) {
+            if (s == in_lo && in_lo <= in_hi) {
+                /* the interior: stay (unless TF v1's lattice), s-1, s-2 (a skip) */
+                const unsigned char *stay = ws->stay, *skip = ws->skip;
+                for (; s <= in_hi; ++s) {
+                    double best = stay[s] ? vp[s] : vp[s - 1];
+                    signed char from = stay[s] ? 0 : 1;
+                    if (vp[s - 1] > best) {
+                        best = vp[s - 1];
+                        from = 1;
+                    }
+                    if (skip[s] && vp[s - 2] > best) {
+                        best = vp[s - 2];
+                        from = 2;
+                    }
+                    vt[s] = best + y[eix[s]];
+                    bt[s] = from;
+                }
+                if (s > hi)
+                    break;
+            }
+            /* the window's edges: stay, then s-1, then s-2, each when it
+             * lies in the previous window; the first of them, then a later
+             * one only when strictly better */
             int found = 0;
             double best = -INFINITY;
             signed char from = 0;
-            if (ws->stay[s] && VALID(t - 1, s)) {
+            if (ws->stay[s] && s >= plo && s <= phi) {
                 best = vp[s];
-                from = 0;
                 found = 1;
             }
-            if (s >= 1 && VALID(t - 1, s - 1) && (!found || vp[s - 1] > best)) {
+            if (s - 1 >= plo && s - 1 <= phi && (!found || vp[s - 1] > best)) {
                 best = vp[s - 1];
                 from = 1;
                 found = 1;
             }
-            if (s >= 2 && ws->skip[s] && VALID(t - 1, s - 2) && (!found || vp[s - 2] > best)) {
+            if (ws->skip[s] && s - 2 >= plo && s - 2 <= phi && (!found || vp[s - 2] > best)) {
                 best = vp[s - 2];
                 from = 2;
-                found = 1;
             }
-            /* found always holds inside the window (see above) */
-            vt[s] = best + y[ext[s]];
+            /* some predecessor always lies in the window (see above) */
+            vt[s] = best + y[eix[s]];
             bt[s] = from;
         }
     }
     /* the last frame: the final blank only when strictly better than the last label */
-    const double *vl = v + (Tb - 1) * S;
+    const double *vl = v + ((Tb - 1) & 1) * S;
     int64_t s = S - 1;
     if (S > 1 && VALID(Tb - 1, S - 2) && !(VALID(Tb - 1, S - 1) && vl[S - 1] > vl[S - 2]))
         s = S - 2;
@@ -557,7 +758,7 @@ static int align_sample(const dec_job *job, dec_ws *ws, int64_t n)
         if (job->ints_out2)
             job->ints_out2[n * T + t] = (s & 1) ? s / 2 : -1;
         if (job->reals_out)
-            store_real(job->reals_out, job->in->dtype, n * T + t, ws->lp[t * C + k]);
+            store_real(job->reals_out, job->in->dtype, n * T + t, ws->lp[t * J + eix[s]]);
         if (t > 0)
             s -= back[t * S + s];
     }
@@ -593,7 +794,9 @@ static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
     const ctcb_decode_input *in = job->in;
     const int64_t C = in->alphabet, Tb = job->input_lengths[n];
     const int64_t *ps = job->post_strides;
-    int status = load_log_probs(job, n, Tb, ws->lp);
+    int64_t J;
+    const int64_t S = build_lattice(job, ws, n, &J);
+    int status = load_emissions(job, n, Tb, ws->cls, J, 1, ws->lp);
     if (status < 0)
         return -1;
     post_fill(job, n, Tb, in->max_time, 0.0);
@@ -603,7 +806,6 @@ static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
     }
     if (Tb == 0)
         return 0;
-    const int64_t S = build_lattice(job, ws, n);
     const int64_t L = job->label_lengths[n];
     /* frames the shortest alignment needs: as in the loss, one per label
      * plus one per label state that cannot be entered by a skip (a repeat,
@@ -615,20 +817,20 @@ static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
         post_fill(job, n, 0, Tb, NAN);
         return 0;
     }
-    const int64_t *ext = ws->ext;
+    const int64_t *ext = ws->ext, *eix = ws->eix;
     const double NEG = -INFINITY;
     double *la = ws->score; /* Tb x S */
     for (int64_t s = 0; s < S; ++s)
-        la[s] = s < 2 ? ws->lp[ext[s]] : NEG;
+        la[s] = s < 2 ? ws->lp[eix[s]] : NEG;
     for (int64_t t = 1; t < Tb; ++t) {
         if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
             return -1;
-        const double *lp = la + (t - 1) * S, *y = ws->lp + t * C;
+        const double *lp = la + (t - 1) * S, *y = ws->lp + t * J;
         double *cur = la + t * S;
         for (int64_t s = 0; s < S; ++s)
             cur[s] = lse3(ws->stay[s] ? lp[s] : NEG, s >= 1 ? lp[s - 1] : NEG,
                           ws->skip[s] ? lp[s - 2] : NEG) +
-                     y[ext[s]];
+                     y[eix[s]];
     }
     const double *last = la + (Tb - 1) * S;
     const double log_p = log_add(last[S - 1], S > 1 ? last[S - 2] : NEG);
@@ -661,11 +863,11 @@ static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
         if (t == 0)
             break;
         /* beta_{t-1}(s) = log sum over successors s' of y_t(l'_s') + beta_t(s') */
-        const double *y = ws->lp + t * C;
+        const double *y = ws->lp + t * J;
         for (int64_t s = 0; s < S; ++s)
-            bn[s] = lse3(ws->stay[s] ? y[ext[s]] + b[s] : NEG,
-                         s + 1 < S ? y[ext[s + 1]] + b[s + 1] : NEG,
-                         s + 2 < S && ws->skip[s + 2] ? y[ext[s + 2]] + b[s + 2] : NEG);
+            bn[s] = lse3(ws->stay[s] ? y[eix[s]] + b[s] : NEG,
+                         s + 1 < S ? y[eix[s + 1]] + b[s + 1] : NEG,
+                         s + 2 < S && ws->skip[s + 2] ? y[eix[s + 2]] + b[s + 2] : NEG);
         double *tmp = b;
         b = bn;
         bn = tmp;
@@ -678,27 +880,25 @@ static int posteriors_sample(const dec_job *job, dec_ws *ws, int64_t n)
 static int greedy_sample(const dec_job *job, dec_ws *ws, int64_t n)
 {
     const ctcb_decode_input *in = job->in;
-    const int64_t T = in->max_time, C = in->alphabet, Tb = job->input_lengths[n];
+    const int64_t T = in->max_time, Tb = job->input_lengths[n];
     const int logits = job->opt.input_kind == CTCB_INPUT_LOGITS;
     int64_t *seq = job->ints_out + n * T;
     int64_t len = 0, prev = -1;
     double score = 0.0;
+    (void)ws;
     for (int64_t t = 0; t < Tb; ++t) {
         if (!(t % DEC_CANCEL_PERIOD) && cancelled(job))
             return -1;
-        double *row = ws->lp;
-        if (read_row(job, n, t, row)) {
+        const dec_row row = read_row(job, n, t);
+        if (row.bad) {
             len = 0;
             score = NAN;
             break;
         }
         /* argmax of the activations themselves (exact; ties: smallest index) */
-        int64_t k = 0;
-        for (int64_t c = 1; c < C; ++c)
-            if (row[c] > row[k])
-                k = c;
+        const int64_t k = row.scan.argmax;
         /* log-prob of the argmax: (x_k - max) - lsum = -lsum for logits */
-        score += logits ? -log_softmax_row(row, C) : row[k];
+        score += logits ? -row.lsum : row.scan.max;
         if (k != job->opt.blank && !(job->opt.merge_repeated && k == prev))
             seq[len++] = k;
         prev = k;
@@ -835,9 +1035,7 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
     const int64_t T = in->max_time, C = in->alphabet, Tb = job->input_lengths[n];
     const int64_t B = job->opt.beam_width, K = job->opt.top_paths, blank = job->opt.blank;
     const double NEG = -INFINITY;
-    int status = load_log_probs(job, n, Tb, ws->lp);
-    if (status < 0)
-        return -1;
+    int status = 0;
 
     /* the root: the empty prefix, probability 1, ending in a blank */
     int64_t nodes = 1, nb = 1;
@@ -855,7 +1053,13 @@ static int beam_sample(const dec_job *job, dec_ws *ws, int64_t n)
     for (int64_t t = 0; t < Tb && status == 0; ++t) {
         if (cancelled(job)) /* every frame: a frame costs beam_width x C cells */
             return -1;
-        const double *y = ws->lp + t * C;
+        const dec_row row = read_row(job, n, t);
+        if (row.bad) {
+            status = 1; /* a NaN sample */
+            break;
+        }
+        double *y = ws->lp;
+        row_log_probs(job, &row, y);
         /* 1. every prefix of the beam continues: a blank, or its last label again */
         for (int64_t i = 0; i < nb; ++i) {
             const int64_t node = ws->beam_node[i], last = ws->node_label[node];
@@ -1020,7 +1224,18 @@ static int run(dec_job *job, const ctcb_decode_input *input, const ctcb_decode_o
     }
     (void)options;
     dec_pool pool = {job, 0, CTCB_OK};
-    const int64_t threads = ctcb_run_workers(job->opt.num_threads, N, worker, &pool);
+    /* A worker thread costs tens of microseconds to start and join: a small job
+     * (greedy decoding of a batch is a few hundred microseconds) left to choose
+     * its threads (num_threads 0) runs on this thread alone; an explicit count
+     * is obeyed.  Which thread computes a sample never changes its result. */
+    const uint64_t C = (uint64_t)input->alphabet, S = 2u * (uint64_t)job->max_label + 1u;
+    const uint64_t per_frame = job->kind == DEC_GREEDY ? C
+                               : job->kind == DEC_BEAM ? C * (uint64_t)job->opt.beam_width
+                                                       : C + 4u * S;
+    const int small = (uint64_t)N * (uint64_t)job->max_input * per_frame < DEC_SMALL_JOB;
+    const int64_t threads =
+        ctcb_run_workers(small && job->opt.num_threads == 0 ? 1 : job->opt.num_threads, N,
+                         worker, &pool);
     const int64_t max_input = job->max_input, max_label = job->max_label;
     job_free(job);
     if (cancelled(job))

@@ -668,6 +668,130 @@ static void test_batch_properties(void)
     x[(2 * BN + 1) * BC + 3] = 0.0;
 }
 
+/* ------------------------------------------------------------ wide rows */
+
+/* Rows wider than the scan's block (the vectorised path of a contiguous row):
+ * the greedy argmax is the first maximum wherever it lies, strided rows
+ * agree, NaN and +inf anywhere in a row make the sample NaN; the aligner on
+ * log-probabilities reads only the lattice's classes of a large alphabet
+ * and finds what it finds on those classes alone. */
+enum { WIDE_C = 300, WIDE_T = 6 };
+
+static void test_wide_rows(void)
+{
+    static double x[WIDE_T * WIDE_C], xs[WIDE_T * WIDE_C * 2];
+    static float xf[WIDE_T * WIDE_C];
+    uint64_t st = 99;
+    for (int i = 0; i < WIDE_T * WIDE_C; ++i)
+        x[i] = -10.0 + uniform(&st);
+    /* the maxima: first at 5 (ties at 70, 200), at 64 (a block edge), at 299
+     * (the last block), at 0, ties at 63 and 64, one row all equal */
+    const int at[WIDE_T] = {5, 64, 299, 0, 63, 0};
+    for (int t = 0; t < WIDE_T; ++t)
+        x[t * WIDE_C + at[t]] = 3.0;
+    x[0 * WIDE_C + 70] = x[0 * WIDE_C + 200] = 3.0;
+    x[4 * WIDE_C + 64] = 3.0;
+    for (int c = 0; c < WIDE_C; ++c)
+        x[5 * WIDE_C + c] = -1.0;
+    for (int i = 0; i < WIDE_T * WIDE_C; ++i) {
+        xf[i] = (float)x[i];
+        xs[2 * i] = x[i];
+        xs[2 * i + 1] = 1e9; /* strided rows: every other element, never read */
+    }
+    ctcb_decode_input in = input_tnc(WIDE_T, 1, WIDE_C, x, NULL, NULL, 0, NULL);
+    ctcb_decode_input inf = in, ins = in;
+    inf.dtype = CTCB_FLOAT32;
+    inf.activations = xf;
+    ins.activations = xs;
+    for (int k = 0; k < 3; ++k)
+        ins.act_strides[k] *= 2;
+    ctcb_decode_options o = dopts(7, CTCB_INPUT_LOG_PROBS); /* no frame's argmax */
+    o.merge_repeated = 0;
+    const ctcb_decode_input *ins_all[3] = {&in, &inf, &ins};
+    for (int v = 0; v < 3; ++v) {
+        int64_t seq[WIDE_T], len = -1;
+        double score = 0.0;
+        float fscore = 0.0f;
+        CHECK(ctcb_decode_greedy(ins_all[v], &o, seq, &len,
+                                 v == 1 ? (void *)&fscore : (void *)&score) == CTCB_OK,
+              "wide greedy %d", v);
+        CHECK(len == WIDE_T, "wide greedy %d: length %lld", v, (long long)len);
+        for (int t = 0; t < WIDE_T; ++t)
+            CHECK(seq[t] == at[t], "wide greedy %d, frame %d: %lld, expected %d", v, t,
+                  (long long)seq[t], at[t]);
+        CLOSE(v == 1 ? fscore : score, 5 * 3.0 - 1.0, 1e-6);
+    }
+    /* logits: the score is the sum of the frames' log-softmax at the argmax */
+    o.input_kind = CTCB_INPUT_LOGITS;
+    double expected = 0.0;
+    for (int t = 0; t < WIDE_T; ++t) {
+        double sum = 0.0;
+        for (int c = 0; c < WIDE_C; ++c)
+            sum += exp(x[t * WIDE_C + c] - x[t * WIDE_C + at[t]]);
+        expected -= log(sum);
+    }
+    for (int v = 0; v < 3; ++v) {
+        int64_t seq[WIDE_T], len;
+        double score = 0.0;
+        float fscore = 0.0f;
+        CHECK(ctcb_decode_greedy(ins_all[v], &o, seq, &len,
+                                 v == 1 ? (void *)&fscore : (void *)&score) == CTCB_OK,
+              "wide greedy logits %d", v);
+        CLOSE(v == 1 ? fscore : score, expected, v == 1 ? 1e-5 : 1e-12);
+    }
+    /* NaN or +inf anywhere in a row, -inf allowed */
+    const double poison[2] = {NAN, INFINITY};
+    for (int p = 0; p < 2; ++p)
+        for (int c = 0; c < WIDE_C; c += 37) {
+            const double keep = x[3 * WIDE_C + c];
+            x[3 * WIDE_C + c] = poison[p];
+            x[2 * WIDE_C + 1] = -INFINITY;
+            int64_t seq[WIDE_T], len;
+            double score = 0.0;
+            o.input_kind = CTCB_INPUT_LOG_PROBS;
+            CHECK(ctcb_decode_greedy(&in, &o, seq, &len, &score) == CTCB_OK, "poisoned greedy");
+            CHECK(isnan(score) && len == 0, "greedy: %g at class %d is not seen", poison[p], c);
+            x[3 * WIDE_C + c] = keep;
+        }
+    x[2 * WIDE_C + 1] = -10.0;
+
+    /* alignment of 2 labels over 300 classes = alignment over the 3 classes
+     * it reads (log-probabilities are used as given) */
+    enum { AL = 2, AC = 3 };
+    int64_t lab[AL] = {70, 5}, lab3[AL] = {1, 2};
+    const int64_t keep_cls[AC] = {WIDE_C - 1, 70, 5}; /* blank, labels */
+    double x3[WIDE_T * AC];
+    for (int t = 0; t < WIDE_T; ++t)
+        for (int j = 0; j < AC; ++j)
+            x3[t * AC + j] = x[t * WIDE_C + keep_cls[j]];
+    ctcb_decode_input wide = input_tnc(WIDE_T, 1, WIDE_C, x, NULL, lab, AL, NULL);
+    ctcb_decode_input narrow = input_tnc(WIDE_T, 1, AC, x3, NULL, lab3, AL, NULL);
+    ctcb_decode_options ow = dopts(WIDE_C - 1, CTCB_INPUT_LOG_PROBS), on = dopts(0, CTCB_INPUT_LOG_PROBS);
+    int64_t pw[WIDE_T], pn[WIDE_T], iw[WIDE_T], in3[WIDE_T];
+    double sw[WIDE_T], sn[WIDE_T];
+    CHECK(ctcb_forced_align(&wide, &ow, pw, sw, iw) == CTCB_OK, "wide align");
+    CHECK(ctcb_forced_align(&narrow, &on, pn, sn, in3) == CTCB_OK, "narrow align");
+    for (int t = 0; t < WIDE_T; ++t) {
+        CHECK(pw[t] == keep_cls[pn[t]] && iw[t] == in3[t] && sw[t] == sn[t],
+              "frame %d: wide %lld (%g), narrow %lld (%g)", t, (long long)pw[t], sw[t],
+              (long long)pn[t], sn[t]);
+    }
+    /* log-probs: a NaN in a class the lattice does not read changes nothing,
+     * one in a class it reads makes the sample NaN; logits read every class */
+    x[2 * WIDE_C + 150] = NAN;
+    int64_t p2[WIDE_T], i2[WIDE_T];
+    double s2[WIDE_T];
+    CHECK(ctcb_forced_align(&wide, &ow, p2, s2, i2) == CTCB_OK, "align, NaN elsewhere");
+    CHECK(!memcmp(p2, pw, sizeof pw) && !memcmp(s2, sw, sizeof sw), "a NaN outside the lattice");
+    ctcb_decode_options ol = dopts(WIDE_C - 1, CTCB_INPUT_LOGITS);
+    CHECK(ctcb_forced_align(&wide, &ol, p2, s2, i2) == CTCB_OK, "align logits, NaN");
+    CHECK(isnan(s2[0]) && p2[0] == -1, "logits: a NaN anywhere makes the sample NaN");
+    x[2 * WIDE_C + 150] = -10.0;
+    x[2 * WIDE_C + 70] = INFINITY;
+    CHECK(ctcb_forced_align(&wide, &ow, p2, s2, i2) == CTCB_OK, "align, +inf in a label");
+    CHECK(isnan(s2[0]) && p2[0] == -1, "log-probs: +inf in a label's class makes the sample NaN");
+}
+
 /* --------------------------------------------------- concurrent writers */
 
 /* Another thread flips the last sample's label, label length and input
@@ -888,6 +1012,7 @@ int main(void)
     test_brute_force();
     test_posteriors_match_loss();
     test_batch_properties();
+    test_wide_rows();
     test_errors();
     test_concurrent_writer();
     if (failures)

@@ -22,6 +22,7 @@ def _names(signature: str, token: str) -> bool:
     """Whether one signature of a divergence entry names the row `signature`: exactly,
     with a qualifier (``tensorflow.ctc_loss (dense)``), or as a module (``keras``)."""
     token = token.split(" (")[0].strip()
+    signature = signature.split(" (")[0]  # a decoder row's "keras.ctc_decode (greedy)"
     return signature == token or signature.startswith(token + ".")
 
 
@@ -48,6 +49,7 @@ def divergence_ids(signature: str) -> list:
 #   log_softmax_below: x        some used frame has a log-softmax value below x (underflow)
 #   loss_above: x               some sample's finite reference loss exceeds x
 #   differs_in: "gradient"      the loss is within tolerance, the gradient is not
+#   differs_in: "paths"         a decoder returned, with other paths or label sequences
 #   within: {loss: a, grad: b}  the errors are at most these (a precision drift, no more)
 
 def _used(case):
@@ -121,6 +123,9 @@ def _holds(when: dict, case, result: dict, features: set) -> bool:
                 return False
         if key == "differs_in" and value == "gradient" and not (
                 result["loss_error"] <= loss_tol and not result.get("error")):
+            return False
+        if key == "differs_in" and value == "paths" and (result.get("error") or not any(
+                d.startswith("paths differ") for d in result.get("details", ()))):
             return False
         if key == "within":
             grad = result["grad_error"]
