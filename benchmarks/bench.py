@@ -368,6 +368,9 @@ measures their sum.
 | occupancies subtracted in place from the kept probabilities (their last use), no copy of the row | 0.36 M | 11.45 M (-2%) | = | 33.7 M | 32.8 M | 20.95 M (-3%) | yes |
 | the blank states' occupancy summed inside the occupancy pass (a parity select) | | 11.68 M (+2%) | | 34.7 M (+3%) | 33.9 M (+3%) | 21.3 M (+2%) | no |
 | the class probabilities left unnormalised (exp(x - max)), divided in the gather and in the gradient row instead of a pass over the classes | | 11.50 M (+0.4%) | | 34.4 M (+2%) | 33.5 M (+2%) | 20.7 M (-1%) | no: the gather's multiply costs more than the pass once L > C |
+| the blank states' occupancy summed inside the occupancy pass by a 0/1 mask of the states (a multiply-add) | 0.35 M | 11.19 M (-2%) | = | 32.5 M (-3%) | 31.6 M (-3%) | 20.6 M (-2%) | yes |
+| the scatter of label occupancies unrolled four times (the scaled occupancies computed together) | = | 10.54 M (-6%) | = | 29.7 M (-9%) | 28.5 M (-10%) | 19.8 M (-4%) | yes |
+| the softmax's exps without the overflow guard (exp(x - max) has an argument <= 0): two selects fewer per class, in float and double | 0.31 M | 9.87 M (-6%) | 15.9 M (-19%) | 28.9 M (-3%) | 27.95 M (-2%) | 17.9 M (-10%) | yes |
 | class occupancies accumulated in a zeroed array, then one fused subtraction pass | | 12.56 M (+8%) | | | | | no: re-zeroing the touched classes costs more than the copy it saves |
 | the same gather without `omp simd` | | 12.43 M (+6%) | | | | | no |
 

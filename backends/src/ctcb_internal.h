@@ -109,6 +109,7 @@ typedef struct ctcb_workspace {
     double *beta_next; /* W */
     double *stay;      /* S + 2: 1 where a state has a self-loop */
     double *skip;      /* S + 2: 1 where a state may be entered from s - 2 */
+    double *bmask;     /* S + 2: 1 at the blank's states (even s), else 0 */
     double *acc;       /* alphabet: occupancy accumulated per class, kept zeroed */
     double *row;       /* alphabet: one frame's class probabilities, or gradient row */
     double *probs;     /* max_input x alphabet, only when alphabet <= S (else NULL):

@@ -19,16 +19,16 @@
 
 #define REAL float
 #define SFX(name) name##_f32
-#define EXP_REAL ctcb_exp_f32
+#define EXP_NONPOS_REAL ctcb_exp_nonpos_f32
 #include "ctcb_kernel.inc"
 #undef REAL
 #undef SFX
-#undef EXP_REAL
+#undef EXP_NONPOS_REAL
 
 #define REAL double
 #define SFX(name) name##_f64
-#define EXP_REAL ctcb_exp_f64
+#define EXP_NONPOS_REAL ctcb_exp_nonpos_f64
 #include "ctcb_kernel.inc"
 #undef REAL
 #undef SFX
-#undef EXP_REAL
+#undef EXP_NONPOS_REAL
