@@ -599,6 +599,11 @@ Target: at most 1.2x.
   of its buffer), and a differentiated one runs the custom call under the bridge's own
   `jax.jit`. What remains above the floor is JAX's eager differentiation around that
   jit (the JVP rule, partial evaluation and transpose, each dispatched from Python).
+- torch eager (+0.5 ms over the raw call): torch's `autograd.Function.apply` binds the
+  arguments with `inspect.signature` on every call (any Function with `setup_context`,
+  which `torch.func` needs), the `torch.library` operator's dispatch layers wrap the
+  engine call, and the backward always scales the gradient per sample (it cannot branch
+  on the incoming gradient's values under vmap). Not met; open in issue 12.
 
 {overhead_table}
 
