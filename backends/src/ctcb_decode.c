@@ -227,16 +227,9 @@ static int take_snapshot(dec_job *job)
  * log sum exp.  Nothing copies a whole row unless the function needs every
  * class of it (beam search); the aligner keeps only the classes of the
  * sample's lattice (at most L + 1 of them) per frame.  The scans are
- * compiled for AVX2 too (as the kernels: ctcb_kernels.c), picked at load
+ * compiled for AVX2 too (CTCB_CLONES, ctcb_internal.h), picked at load
  * time; each row is computed by one thread, so no result depends on the
  * thread count. */
-#if defined(__x86_64__) && defined(__linux__) && \
-    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
-     (defined(__clang__) && __clang_major__ >= 14)) && !defined(CTCB_NO_CLONES)
-#  define DEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#  define DEC_CLONES
-#endif
 
 /* A contiguous row's maximum is found first (vectorised), then the first
  * block of this many values holding it, then the first index holding it
@@ -251,7 +244,7 @@ typedef struct dec_scan {
 
 /* Written once for float and double (REAL), as the kernels are. */
 #define DEC_ROW_FUNCTIONS(REAL, SFX)                                                             \
-    static DEC_CLONES dec_scan scan_row_##SFX(const REAL *x, int64_t C, int64_t sc)              \
+    static CTCB_CLONES dec_scan scan_row_##SFX(const REAL *x, int64_t C, int64_t sc)              \
     {                                                                                            \
         REAL m = -(REAL)INFINITY;                                                                \
         int bad = 0;                                                                             \
@@ -291,7 +284,7 @@ typedef struct dec_scan {
         return r;                                                                                \
     }                                                                                            \
     /* log sum_c exp(x_c - m), m the row's (finite) maximum */                                   \
-    static DEC_CLONES double log_sum_exp_##SFX(const REAL *x, int64_t C, int64_t sc, double m)   \
+    static CTCB_CLONES double log_sum_exp_##SFX(const REAL *x, int64_t C, int64_t sc, double m)   \
     {                                                                                            \
         double sum = 0.0;                                                                        \
         if (sc == 1) {                                                                           \

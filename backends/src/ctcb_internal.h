@@ -13,6 +13,18 @@
 
 #define CTCB_HIDDEN __attribute__((visibility("hidden")))
 
+/* Per-CPU clones of a hot function: on x86-64 Linux with GCC >= 11 or
+ * Clang >= 14 it is also compiled for x86-64-v3 (AVX2 + FMA) and the loader
+ * picks the best clone for the CPU at run time, so one binary is portable
+ * and fast.  CTCB_NO_CLONES builds the portable code only. */
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
+     (defined(__clang__) && __clang_major__ >= 14)) && !defined(CTCB_NO_CLONES)
+#  define CTCB_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#  define CTCB_CLONES
+#endif
+
 /* One call, validated: read-only for the workers.  The integer inputs are
  * the engine's own copies (read once from the caller's arrays, then
  * validated): the workers never read the caller's integer arrays, so a

@@ -9,13 +9,7 @@
 
 #include <math.h>
 
-#if defined(__x86_64__) && defined(__linux__) && \
-    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || \
-     (defined(__clang__) && __clang_major__ >= 14)) && !defined(CTCB_NO_CLONES)
-#  define CTCB_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#  define CTCB_KERNEL
-#endif
+#define CTCB_KERNEL CTCB_CLONES /* ctcb_internal.h */
 
 #define REAL float
 #define SFX(name) name##_f32

@@ -80,15 +80,15 @@ CTCB_INLINE double ctcb_exp_nonpos_f64(double x)
     return ctcb_exp_f64_impl(x, 0);
 }
 
-CTCB_INLINE float ctcb_exp_f32_impl(float x, int may_overflow)
+/* exp(x) for x <= 0 (or NaN, or -inf): no overflow to guard (the engine's
+ * float exps are all a softmax's exp(x - max)). */
+CTCB_INLINE float ctcb_exp_nonpos_f32(float x)
 {
     const float log2e = 1.44269504f;
     const float ln2_hi = 0.693359375f;
     const float ln2_lo = -2.12194440e-4f;
     const float shifter = 12582912.0f; /* 1.5 * 2^23 */
     float xc = x < -87.0f ? -87.0f : x;
-    if (may_overflow)
-        xc = xc > 88.0f ? 88.0f : xc;
     float kf = xc * log2e + shifter;
     uint32_t ki;
     memcpy(&ki, &kf, sizeof ki);
@@ -107,15 +107,7 @@ CTCB_INLINE float ctcb_exp_f32_impl(float x, int may_overflow)
     memcpy(&scale, &bits, sizeof scale);
     float y = p * scale;
     y = x < -87.0f ? 0.0f : y;
-    if (may_overflow)
-        y = x > 88.0f ? INFINITY : y;
     return y;
-}
-
-/* exp(x) for x <= 0 (or NaN, or -inf): no overflow to guard. */
-CTCB_INLINE float ctcb_exp_nonpos_f32(float x)
-{
-    return ctcb_exp_f32_impl(x, 0);
 }
 
 #endif /* CTCB_MATH_H */
