@@ -148,3 +148,19 @@ def test_request_beyond_available_memory_is_a_clear_error(monkeypatch):
     with pytest.raises(EngineMemoryError, match="GiB are available"):
         ctcbridge.ctc_loss_and_grad(np.zeros((1000, 4, 100), np.float32), np.ones((4, 200), int))
     assert issubclass(EngineMemoryError, MemoryError)
+
+
+@pytest.mark.parametrize("T,L,C", [(1, 0, 1), (150, 40, 28), (150, 40, 5000), (1500, 300, 40),
+                                   (7, 3, 7), (7, 3, 8)])
+def test_the_documented_workspace_formula_is_the_engines(T, L, C):
+    """docs/c_api.md and docs/reliability.md state the workspace per thread; the
+    engine's ctcb_workspace_bytes must give exactly that (the Python memory check
+    and users sizing a machine rely on it)."""
+    from ctcbridge import _engine
+
+    S = 2 * L + 1
+    documented = 8 * (2 * T * (S + 4) + 4 * T + 2 * (S + 4) + 4 * (S + 2) + C)
+    documented += 8 * T * C if C <= S else 0
+    assert _engine.workspace_bytes(T, L, C) == documented
+    assert documented == 8 * (2 * T * (2 * L + 5) + 4 * T + 2 * (2 * L + 5) + 4 * (2 * L + 3)
+                              + C) + (8 * T * C if C <= 2 * L + 1 else 0)  # reliability.md's form

@@ -129,13 +129,13 @@ static size_t workspace_doubles(int64_t max_time, int64_t max_label, int64_t alp
         __builtin_add_overflow(S, 4u, &W))
         return 0;
     /* alpha and emit: T x W each; scale, fmax, lsum, eshift: T each;
-     * beta, beta_next: W; stay, skip, bmask: S + 2 each; acc, row: alphabet each;
+     * beta, beta_next: W; stay, skip, bmask: S + 2 each; acc: alphabet;
      * ext: S + 2 int64; probs: T x alphabet when alphabet <= S. */
     uint64_t T = max_time > 0 ? (uint64_t)max_time : 1u;
     if (__builtin_mul_overflow(T, W, &rows) || __builtin_mul_overflow(rows, 2u, &total) ||
         __builtin_add_overflow(total, 4u * T, &total) || __builtin_add_overflow(total, 2u * W, &total) ||
         __builtin_add_overflow(total, 4u * (S + 2u), &total) ||
-        __builtin_add_overflow(total, 2u * (uint64_t)alphabet, &total))
+        __builtin_add_overflow(total, (uint64_t)alphabet, &total))
         return 0;
     /* probs: T x alphabet, for the samples whose states outnumber the classes */
     uint64_t probs = 0;
@@ -178,9 +178,8 @@ int ctcb_workspace_alloc(ctcb_workspace *ws, int64_t max_time, int64_t max_label
     ws->bmask = cursor;     cursor += S + 2u;
     ws->ext = (int64_t *)cursor; cursor += S + 2u;
     ws->acc = cursor;       cursor += (size_t)alphabet;
-    ws->row = cursor;       cursor += (size_t)alphabet;
     ws->probs = (size_t)alphabet <= S ? cursor : NULL;
-    memset(ws->acc, 0, (size_t)alphabet * sizeof(double)); /* write_row keeps it zeroed */
+    memset(ws->acc, 0, (size_t)alphabet * sizeof(double)); /* the gradient rows keep it zeroed */
     ws->block = block;
     return CTCB_OK;
 }

@@ -123,7 +123,6 @@ typedef struct ctcb_workspace {
     double *skip;      /* S + 2: 1 where a state may be entered from s - 2 */
     double *bmask;     /* S + 2: 1 at the blank's states (even s), else 0 */
     double *acc;       /* alphabet: occupancy accumulated per class, kept zeroed */
-    double *row;       /* alphabet: one frame's class probabilities, or gradient row */
     double *probs;     /* max_input x alphabet, only when alphabet <= S (else NULL):
                           each frame's class probabilities (logits), kept from the
                           emissions for the gradient rows */
