@@ -9,6 +9,7 @@ framework-neutral API (:mod:`ctcbridge.canonical`) is built on it.
 from __future__ import annotations
 
 import ctypes
+import math
 import operator
 from typing import Any
 
@@ -295,7 +296,7 @@ def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` starting on a 64-byte boundary: TensorFlow adopts
     such an array as a tensor through DLPack without a copy (its tensors must be
     aligned so; numpy's allocator gives 16 bytes)."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # (math.prod: a tenth of np.prod's time)
     raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
     start = -raw.ctypes.data % _ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)

@@ -833,6 +833,28 @@ def test_eager_reads_and_returns_tensors_memory(monkeypatch):
     close(acc.jvp(loss).numpy(), (rg * tangent.numpy()).sum((0, 2)), 1e-3, 1e-3)
 
 
+def test_forward_mode_inside_tf_function_is_refused_as_the_native_refuses_it():
+    """A ForwardAccumulator inside tf.function builds the JVP from each op's
+    registered gradient: TF's dense CTC has none there (LookupError, "No gradient
+    defined for operation ... SymbolicGradient"), and neither has the engine's op.
+    Both refuse with LookupError; eagerly both give the same JVP."""
+    case = make_case(5, allow_infeasible=False)
+    lab, _, ll, il = _dense_args(case, True)
+    x = tf.constant(case.logits.astype(np.float32))
+    tangent = tf.constant(np.random.default_rng(1).standard_normal(x.shape), tf.float32)
+
+    def jvp(fn):
+        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+            loss = fn(lab, x, ll, il, blank_index=case.blank)
+        return acc.jvp(loss)
+
+    eager = [jvp(fn).numpy() for fn in (ctf.ctc_loss, tf.nn.ctc_loss)]
+    close(eager[0], eager[1], 1e-3, 1e-3)
+    for fn in (ctf.ctc_loss, tf.nn.ctc_loss):
+        with pytest.raises(LookupError):
+            tf.function(lambda: jvp(fn), autograph=False)()  # noqa: B023
+
+
 # --- second derivatives: refused, never None (read as zero) or wrong
 
 

@@ -486,4 +486,96 @@ def test_the_engine_reads_the_tensors_own_memory(monkeypatch):
     ct.ctc_loss(ntc.transpose(0, 1), *args).backward()
     assert np.shares_memory(seen["activations"], ntc.detach().numpy())
     # the backward scales the engine's gradient by the incoming one: one new tensor
-    assert not np.shares_memory(seen["grad"], z.grad.numpy())
+    assert not np.shares_memory(seen["grad"], ntc.grad.numpy())
+    # ... except for a sum of the losses, whose gradient is the engine's own
+    z.grad = None
+    ct.ctc_loss(z, *args, reduction="sum").backward()
+    assert np.shares_memory(seen["grad"], z.grad.numpy())
+
+
+class _SeenOperators(torch.utils._python_dispatch.TorchDispatchMode):
+    """A dispatch mode that only records the operators it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _graph_nodes(fn) -> set:
+    """The names of the autograd nodes behind `fn`."""
+    names, todo = set(), [fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node.name() not in names:
+            names.add(node.name())
+            todo += [n for n, _ in node.next_functions]
+    return names
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("targets", ["padded", "concatenated", "unbatched"])
+def test_the_direct_eager_route_agrees_with_the_operator_bit_for_bit(reduction, dtype, targets):
+    """A plain eager call on CPU tensors runs the engine directly (no operator
+    dispatch: its overhead was a quarter of the engine's time); under a dispatch
+    mode (and under compile, autocast, torch.func) the call goes through the
+    ctcbridge::ctc operator.  Both give the same bits, loss and gradient."""
+    lp, (tg, il, tl) = _small_case()
+    lp = lp.to(dtype)
+    if targets == "concatenated":
+        tg = torch.cat([tg[n, : tl[n]] for n in range(2)])
+    elif targets == "unbatched":
+        lp, tg, il, tl = lp[:, 0], tg[0], il[0], tl[0]
+    out = []
+    for mode in (None, _SeenOperators()):
+        z = lp.clone().requires_grad_()
+        if mode is None:
+            loss = ct.ctc_loss(z, tg, il, tl, reduction=reduction)
+        else:
+            with mode:
+                loss = ct.ctc_loss(z, tg, il, tl, reduction=reduction)
+            assert "ctcbridge.ctc.default" in mode.names
+        assert loss.dtype == dtype
+        route = "_CTCEagerBackward" if mode is None else "_CTCBackward"
+        assert route in _graph_nodes(loss.grad_fn)
+        (loss * 0.5).sum().backward()
+        out.append((loss.detach(), z.grad))
+    for ours, op in zip(*out):
+        torch.testing.assert_close(ours, op, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_repeated_backward_with_retain_graph_accumulates_as_the_native(reduction):
+    """The gradient of a sum is handed to autograd without a copy: a graph kept
+    for several backwards must still accumulate the same gradient each time."""
+    lp, args = _small_case()
+    for fn in (ct.ctc_loss, F.ctc_loss):
+        z = lp.clone().requires_grad_()
+        loss = fn(z, *args, reduction=reduction).sum()
+        loss.backward(retain_graph=True)
+        first = z.grad.clone()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        torch.testing.assert_close(z.grad, 3 * first, rtol=0, atol=1e-12)
+
+
+def test_inference_mode_and_no_grad_compute_the_loss_only(monkeypatch):
+    from ctcbridge import _compute
+
+    wants = []
+    compute = _compute.compute
+    monkeypatch.setattr(_compute, "compute", lambda *a, **k: (wants.append(k["want_grad"]),
+                                                              compute(*a, **k))[1])
+    lp, args = _small_case()
+    z = lp.clone().requires_grad_()
+    expected = ct.ctc_loss(z, *args)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            loss = ct.ctc_loss(z, *args)
+        assert loss.grad_fn is None
+        torch.testing.assert_close(loss, expected.detach(), rtol=0, atol=0)
+    assert wants == [True, False, False]
