@@ -641,14 +641,17 @@ Target: at most 1.2x.
   "route before" rows trace the same adapter with those disabled: `jax.pure_callback`
   and `tf.numpy_function`, the routes they replaced (and still the fallbacks).
 - "floor" rows time the framework's own autodiff round trip on a trivial loss (the sum
-  of the activations, no CTC at all) beside the same raw call; the last column compares
-  that time with the whole overhead budget (0.2x the raw call). Where the floor alone
-  exceeds the budget (eager JAX and eager TensorFlow), no adapter in that mode can meet
-  1.2x: the eager rows are reported as measured, not bent.
+  of the activations, or for torch a custom `autograd.Function` that computes nothing;
+  no CTC at all) beside the same raw call; the verdict column compares that time with
+  the whole overhead budget (0.2x the raw call). Where the floor alone exceeds the
+  budget (eager JAX, eager TensorFlow, and `tf.function` since the engine got faster),
+  no adapter in that mode can meet 1.2x: those rows are reported as measured, not bent.
 - Eager JAX copies no activations: a concrete call reads the jax array in place (numpy's view
   of its buffer), and a differentiated one runs the custom call under the bridge's own
   `jax.jit`. What remains above the floor is JAX's eager differentiation around that
-  jit (the JVP rule, partial evaluation and transpose, each dispatched from Python).
+  jit (the JVP rule, partial evaluation and transpose, each dispatched from Python):
+  the floor's `z.sum()` has no custom rule, so this row's last column counts that
+  machinery too. Under `jax.jit` (how JAX trains) the adapter is at the raw call.
 - "ctcbridge's own" is the adapter's time less the raw call and the floor of the same
   framework and mode: what ctcbridge adds beyond the engine and the framework's own
   autodiff round trip (for torch, a custom `autograd.Function` that computes nothing,

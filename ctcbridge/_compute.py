@@ -8,7 +8,6 @@ framework-neutral API (:mod:`ctcbridge.canonical`) is built on it.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import operator
 from typing import Any
@@ -146,10 +145,9 @@ def _lengths(value: Any, name: str, batch: int) -> np.ndarray | None:
     return arr
 
 
-def _ptr(arr: np.ndarray | None) -> Any:
-    if arr is None:
-        return None
-    return arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+def _ptr(arr: np.ndarray | None) -> int | None:
+    """The address of an int64 array's first element, for the problem's pointers."""
+    return None if arr is None else arr.ctypes.data
 
 
 def _choice(value: Any, name: str, allowed) -> Any:

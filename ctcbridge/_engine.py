@@ -80,11 +80,11 @@ class Problem(ctypes.Structure):
         ("alphabet", ctypes.c_int64),
         ("activations", ctypes.c_void_p),
         ("act_strides", _I64x3),
-        ("input_lengths", _P_I64),
-        ("labels", _P_I64),
+        ("input_lengths", ctypes.c_void_p),  # const int64_t *: an address (cheaper to set)
+        ("labels", ctypes.c_void_p),  # const int64_t *: an address (cheaper to set)
         ("label_stride", ctypes.c_int64),
         ("label_count", ctypes.c_int64),
-        ("label_lengths", _P_I64),
+        ("label_lengths", ctypes.c_void_p),  # const int64_t *: an address (cheaper to set)
         ("losses", ctypes.c_void_p),
         ("grad", ctypes.c_void_p),
         ("grad_strides", _I64x3),
@@ -194,10 +194,18 @@ def workspace_bytes(max_time: int, max_label: int, alphabet: int) -> int:
     return int(load().ctcb_workspace_bytes(max_time, max_label, alphabet))
 
 
+_DEFAULT_OPTIONS: bytes | None = None
+
+
 def default_options() -> Options:
-    opts = Options()
-    load().ctcb_options_init(ctypes.byref(opts))
-    return opts
+    """A new ``struct ctcb_options`` as ``ctcb_options_init`` fills it (asked once:
+    the defaults are constants of the loaded library; a copy per call)."""
+    global _DEFAULT_OPTIONS
+    if _DEFAULT_OPTIONS is None:
+        opts = Options()
+        load().ctcb_options_init(ctypes.byref(opts))
+        _DEFAULT_OPTIONS = bytes(opts)
+    return Options.from_buffer_copy(_DEFAULT_OPTIONS)
 
 
 # (ERR_NULL_POINTER is ctcbridge's own bug, never the user's: EngineError in check())
