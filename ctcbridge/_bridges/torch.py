@@ -214,19 +214,22 @@ def _has_values(g: torch.Tensor) -> bool:
                 or torch._C._functorch.is_batchedtensor(g))
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # a Parameter has no __torch_function__
+
+
 def _plain_eager(x: torch.Tensor, aux: list) -> bool:
     """Whether this call can take the direct route (:class:`_CTCEager`): plain CPU
     tensors of the engine's float types, eagerly, with nothing that must see a
     torch operator: no compiling or JIT tracing, no ``torch.func`` transform, no
     Python dispatch or function mode (fake tensors, ``torch.device`` contexts,
     FlopCounter), no autocast (whose policy the operator carries), no tensor
-    subclass.  Everything else goes through the operator."""
+    subclass but ``nn.Parameter``.  Everything else goes through the operator."""
     # is_compiling first: Dynamo folds it to True and reads no further.  The
     # checks are the cheap forms (is_cpu, not .device, which builds a device
     # object; any autocast at all, not one device's, which parses a string):
     # this runs on every call
     return (not torch.compiler.is_compiling()
-            and type(x) is torch.Tensor and x.is_cpu and x.dtype in _COMPUTED
+            and type(x) in _PLAIN and x.is_cpu and x.dtype in _COMPUTED
             and all(type(a) is torch.Tensor and a.is_cpu for a in aux)
             and not torch._C._are_functorch_transforms_active()
             and not torch._C._len_torch_dispatch_stack()

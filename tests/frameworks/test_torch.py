@@ -6,6 +6,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -532,7 +533,7 @@ def test_the_direct_eager_route_agrees_with_the_operator_bit_for_bit(reduction, 
         lp, tg, il, tl = lp[:, 0], tg[0], il[0], tl[0]
     out = []
     for mode in (None, _SeenOperators()):
-        z = lp.clone().requires_grad_()
+        z = torch.nn.Parameter(lp.clone()) if reduction == "mean" else lp.clone().requires_grad_()
         if mode is None:
             loss = ct.ctc_loss(z, tg, il, tl, reduction=reduction)
         else:
@@ -579,3 +580,69 @@ def test_inference_mode_and_no_grad_compute_the_loss_only(monkeypatch):
         assert loss.grad_fn is None
         torch.testing.assert_close(loss, expected.detach(), rtol=0, atol=0)
     assert wants == [True, False, False]
+
+
+def _checkpointed(reentrant):
+    from torch.utils.checkpoint import checkpoint
+
+    return lambda f, x: checkpoint(f, x, use_reentrant=reentrant).backward()
+
+
+def _saved_on_cpu(f, x):
+    with torch.autograd.graph.save_on_cpu():
+        loss = f(x)
+    loss.backward()
+
+
+def _compiled_autograd(f, x):
+    from torch._dynamo import compiled_autograd
+
+    loss = f(x)
+    with compiled_autograd._enable(torch.compile(backend="eager")):
+        loss.backward()
+
+
+@pytest.mark.parametrize("tool", ["checkpoint", "checkpoint-reentrant", "save_on_cpu",
+                                  "compiled-autograd", "anomaly"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_the_training_tools_around_the_backward_give_the_plain_gradient(tool, reduction):
+    """Activation checkpointing (both kinds), saved tensors moved to the CPU,
+    compiled autograd and anomaly detection wrap the loss's backward: the
+    gradient is the plain one (the direct eager route and the operator alike)."""
+    lp, args = _small_case()
+
+    def f(z):
+        return ct.ctc_loss(z.log_softmax(-1), *args, reduction=reduction)
+
+    plain = lp.clone().requires_grad_()
+    f(plain).backward()
+    run = {"checkpoint": _checkpointed(False), "checkpoint-reentrant": _checkpointed(True),
+           "save_on_cpu": _saved_on_cpu, "compiled-autograd": _compiled_autograd,
+           "anomaly": lambda f, x: f(x).backward()}[tool]
+    z = lp.clone().requires_grad_()
+    if tool == "anomaly":
+        with torch.autograd.detect_anomaly():
+            run(f, z)
+    else:
+        run(f, z)
+    torch.testing.assert_close(z.grad, plain.grad, rtol=0, atol=1e-12)
+
+
+def test_threads_sharing_the_inputs_get_each_the_same_gradient():
+    lp, args = _small_case()
+    z0 = lp.clone().requires_grad_()
+    ct.ctc_loss(z0, *args).backward()
+    out = [None] * 4
+
+    def work(i):
+        z = lp.clone().requires_grad_()
+        ct.ctc_loss(z, *args).backward()
+        out[i] = z.grad
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g in out:
+        torch.testing.assert_close(g, z0.grad, rtol=0, atol=0)
