@@ -37,6 +37,7 @@ from ._compute import (
     _int_array,
     _lengths,
     _needs_copy,
+    _ptr,
     _strides,
     check_memory,
 )
@@ -112,11 +113,11 @@ class _Input:
             max_time=T, batch=N, alphabet=C,
             activations=acts.ctypes.data,
             act_strides=_strides(acts, self.t_ax, self.n_ax),
-            input_lengths=_address(self.in_len),
-            labels=_address(self.values),
+            input_lengths=_ptr(self.in_len),
+            labels=_ptr(self.values),
             label_stride=labs.stride if labs is not None else 0,
             label_count=self.values.size if self.values is not None else 0,
-            label_lengths=_address(self.lab_len),
+            label_lengths=_ptr(self.lab_len),
         )
         self.options = _engine.default_decode_options()
         self.options.blank = blank
@@ -141,11 +142,6 @@ def _threads_available() -> int:
 
 
 _P_INT64 = ctypes.POINTER(ctypes.c_int64)
-
-
-def _address(arr: np.ndarray | None) -> int | None:
-    """An array's address (None for NULL), for the input struct's pointer fields."""
-    return None if arr is None else arr.ctypes.data
 
 
 def _p64(arr: np.ndarray | None) -> Any:

@@ -4,8 +4,9 @@ The engine runs inside the operator's CPU kernel; the operator has what
 torch's own operators have, so that every torch tool composes with it:
 
 - an autograd formula (:class:`_CTC`, with ``setup_context``): the backward
-  scales the engine's gradient per sample and never branches on a tensor's
-  values, so ``torch.func.grad``, ``vmap`` over it, ``jacrev`` and
+  scales the engine's gradient per sample and branches on a tensor's values
+  only where the backward is neither vmapped nor traced (:func:`_input_grad`),
+  so ``torch.func.grad``, ``vmap`` over it, ``jacrev`` and
   ``gradcheck(check_batched_grad=True)`` work;
 - a fake kernel (output shapes without running the engine), for
   ``torch.compile(fullgraph=True)`` and ``torch.export``; inside a
@@ -60,7 +61,16 @@ def _host(t: torch.Tensor) -> np.ndarray:
     """The tensor's values as numpy: a view of the tensor's own memory on the CPU
     (strided where the tensor is: the engine reads any strides in place), a copy
     to the host from another device."""
-    return t.detach().numpy() if t.device.type == "cpu" else t.detach().cpu().numpy()
+    return t.detach().numpy() if t.is_cpu else t.detach().cpu().numpy()
+
+
+def _on_host(call: CTCCall, x: torch.Tensor, aux, want_grad: bool):
+    """The engine on the tensors' values: (losses, grad or None) as CPU tensors.
+    The engine returns new C-contiguous arrays: from_numpy shares them, no copy."""
+    losses, grad = run(call, _host(x), *[_host(a) for a in aux], want_grad=want_grad,
+                       bridge=BRIDGE)
+    return (torch.from_numpy(np.ascontiguousarray(losses)),
+            None if grad is None else torch.from_numpy(np.ascontiguousarray(grad)))
 
 
 @torch.library.custom_op("ctcbridge::ctc", mutates_args=())
@@ -69,13 +79,10 @@ def _ctc_op(activations: torch.Tensor, aux: list[torch.Tensor], key: str,
     """(per-sample losses (N,), d sum(losses) / d activations, or an empty tensor
     where ``want_grad`` is false)."""
     _check_dtype(activations, key)
-    losses, grad = run(_get(key), _host(activations), *[_host(a) for a in aux],
-                       want_grad=want_grad, bridge=BRIDGE)
+    losses, grad = _on_host(_get(key), activations, aux, want_grad)
     device = activations.device
-    # the engine returns new C-contiguous arrays: from_numpy shares them, no copy
-    out_grad = (torch.from_numpy(np.ascontiguousarray(grad)) if grad is not None
-                else activations.new_empty((0,)))
-    return torch.from_numpy(np.ascontiguousarray(losses)).to(device), out_grad.to(device)
+    grad = grad if grad is not None else activations.new_empty((0,))
+    return losses.to(device), grad.to(device)
 
 
 @_ctc_op.register_fake
@@ -122,11 +129,22 @@ class _CTC(torch.autograd.Function):
             raise GradientNotComputedError(
                 "ctcbridge: the gradient was not computed (the activations did not require "
                 "grad when the loss was computed)")
-        if torch.is_grad_enabled():  # create_graph=True, or inside torch.func's transforms
-            grad = _NoSecondDerivative.apply(grad, activations)
-        # d sum_n g[n] loss[n]: no branch on g's values (vmap batches this backward)
-        scaled = BRIDGE.scale_per_sample(grad, g_losses, ctx.batch_axis)
+        scaled = _input_grad(grad, activations, g_losses, ctx.batch_axis)
         return (scaled.to(ctx.dtype), None, None) + (None,) * ctx.n_aux
+
+
+def _input_grad(grad, activations, g_losses, batch_axis):
+    """The backward of both routes: d sum_n g[n] loss[n] / d activations from the
+    engine's gradient of the sum.  Under create_graph=True (or inside torch.func's
+    transforms) the result is linked to the activations by a derivative that
+    raises; the gradient of a plain sum (g all 1) is the engine's own, with no
+    pass over it, where a branch on g's values is allowed (:func:`_has_values`);
+    otherwise each sample's rows are scaled by its g[n]."""
+    if torch.is_grad_enabled():
+        grad = _NoSecondDerivative.apply(grad, activations)
+    elif _has_values(g_losses) and bool((g_losses == 1).all()):
+        return grad
+    return BRIDGE.scale_per_sample(grad, g_losses, batch_axis)
 
 
 class _NoSecondDerivative(torch.autograd.Function):
@@ -178,29 +196,22 @@ class _CTCEager(torch.autograd.Function):
     wrapper, the redispatch, the Dynamo-disable wrapper) and without the
     signature binding that ``Function.apply`` does through ``inspect`` for every
     Function with ``setup_context``.  Those cost about 0.3 ms a call, a quarter
-    of the engine's time on a speech batch.  Its backward is :class:`_CTC`'s:
-    no branch on a tensor's values (``is_grads_batched`` vmaps it), second
-    derivatives refused."""
+    of the engine's time on a speech batch.  Its backward is :class:`_CTC`'s
+    (:func:`_input_grad`)."""
 
     @staticmethod
     def forward(ctx, activations, call, *aux):
-        losses, grad = run(call, activations.numpy(), *[a.numpy() for a in aux],
-                           want_grad=True, bridge=BRIDGE)
+        losses, grad = _on_host(call, activations, aux, want_grad=True)
         ctx.batch_axis = call.batch_axis
         ctx.n_aux = len(aux)
-        ctx.save_for_backward(torch.from_numpy(np.ascontiguousarray(grad)), activations)
-        return torch.from_numpy(np.ascontiguousarray(losses))
+        ctx.save_for_backward(grad, activations)
+        return losses
 
     @staticmethod
     def backward(ctx, g_losses):
         grad, activations = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True
-            grad = _NoSecondDerivative.apply(grad, activations)
-        elif _has_values(g_losses) and bool((g_losses == 1).all()):
-            # the gradient of a sum of the losses (reduction="sum", or "none"
-            # then .sum()) is the engine's own: no pass over it
-            return (grad, None) + (None,) * ctx.n_aux
-        return (BRIDGE.scale_per_sample(grad, g_losses, ctx.batch_axis), None) + (None,) * ctx.n_aux
+        return ((_input_grad(grad, activations, g_losses, ctx.batch_axis), None)
+                + (None,) * ctx.n_aux)
 
 
 def _has_values(g: torch.Tensor) -> bool:
@@ -267,11 +278,7 @@ class TorchBridge(Bridge):
         want = bool(x.requires_grad and torch.is_grad_enabled())
         aux = [_tensor(a) for a in aux]
         if _plain_eager(x, aux):
-            if want:
-                return _CTCEager.apply(x, call, *aux)
-            losses, _ = run(call, x.numpy(), *[a.numpy() for a in aux], want_grad=False,
-                            bridge=BRIDGE)
-            return torch.from_numpy(np.ascontiguousarray(losses))
+            return _CTCEager.apply(x, call, *aux) if want else _on_host(call, x, aux, False)[0]
         if torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is not None:
             # Dynamo tracing inside a torch.func transform (torch.compile(grad(f)),
             # compile(vmap(f)), compile(jacrev(f))): torch 2.13's Dynamo fails
