@@ -85,9 +85,17 @@ def _install(session: nox.Session, *packages: str) -> None:
     session.install(".", *packages, *TEST_DEPS)
 
 
+# A test that hangs (a deadlock among a framework's threads, say: docs/scaling.md
+# tells of one in torch's DDP teardown) fails after this long, with every thread's
+# stack printed, instead of holding the whole run until CI's time is up.  The
+# thread method works where a signal cannot: a main thread blocked in C.  The
+# slowest tests (Keras fit and torch.compile in fresh processes) take 1-3 minutes.
+HANG_GUARD = ("--timeout=900", "--timeout-method=thread")
+
+
 def _pytest(session: nox.Session, *args: str, env: dict | None = None) -> None:
     """pytest on `args`, then the session's own arguments (`nox -s NAME -- -k ...`)."""
-    session.run("pytest", *args, *session.posargs, env=env)
+    session.run("pytest", *HANG_GUARD, *args, *session.posargs, env=env)
 
 
 def _docs_env(session: nox.Session) -> dict:
@@ -249,7 +257,7 @@ def mxnet(session: nox.Session) -> None:
     _install(session, "mxnet==1.9.1", "numpy<1.24", TORCH)
     _pytest(session, "tests/frameworks/test_mxnet.py")
     # the MXNet (and MXNet + torch) examples of docs/signatures/mxnet.md run here
-    session.run("pytest", "tests/test_docs.py", "-k", "python_examples and mxnet",
+    session.run("pytest", *HANG_GUARD, "tests/test_docs.py", "-k", "python_examples and mxnet",
                 env=_docs_env(session))
 
 
@@ -260,7 +268,8 @@ def pytensor(session: nox.Session) -> None:
     _install(session, "pytensor")
     _pytest(session, "tests/frameworks/test_pytensor.py")
     # the PyTensor examples of docs/signatures/theano.md run here
-    session.run("pytest", "tests/test_docs.py", "-k", "python_examples", env=_docs_env(session))
+    session.run("pytest", *HANG_GUARD, "tests/test_docs.py", "-k", "python_examples",
+                env=_docs_env(session))
 
 
 @_session()

@@ -13,6 +13,7 @@ file is the torchrun worker.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -111,6 +112,13 @@ def _ddp_rank(rank, world, out_dir, compiled):
         result.update(loss=float(loss), engine_threads=spy.threads,
                       torch_threads=torch.get_num_threads())
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        # the model (its Reducer) goes before the group: a Reducer that holds the
+        # group's last reference destroys it holding the GIL, which deadlocks
+        # against a gloo worker still releasing its last work (docs/scaling.md)
+        del model, loss
+        if compiled:
+            torch._dynamo.reset()  # its caches refer to the model too
+        gc.collect()
         dist.barrier()
     finally:
         dist.destroy_process_group()
