@@ -305,7 +305,11 @@ def test_a_broadcast_float16_view_is_checked_before_its_float32_copy():
 # ------------------------------------------------------------ Ctrl-C (item 6)
 
 _CHILD = textwrap.dedent("""
-    import threading, time
+    import signal, threading, time
+    # Python installs its KeyboardInterrupt handler only where SIGINT is not
+    # ignored at start, and a child started from a background job of a shell
+    # without job control inherits SIG_IGN: the test must not depend on that
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np, ctcbridge
     rng = np.random.default_rng(0)
     # ten samples of 20 000 frames: tens of seconds of work, in 1.3 GB of

@@ -53,6 +53,14 @@ _ffi_ready: bool | None = None
 _FFI_MIN_JAX = (0, 10)
 
 
+def _as_jax(a):
+    """``jnp.asarray(a)``, except that a jax array (or tracer) is returned as is:
+    under eager autodiff ``asarray`` of a tracer binds a conversion primitive,
+    which JAX then linearizes and transposes, op by op (so does a same-dtype
+    ``astype``)."""
+    return a if isinstance(a, jax.Array) else jnp.asarray(a)
+
+
 def _jax_version() -> tuple:
     parts = []
     for p in jax.__version__.split(".")[:2]:
@@ -270,14 +278,16 @@ class JaxBridge(Bridge):
     converts = True
 
     def ctc(self, call: CTCCall, activations, aux):
-        x = jnp.asarray(activations)
-        aux = [jnp.asarray(a) for a in aux]
+        x = _as_jax(activations)
+        aux = [_as_jax(a) for a in aux]
         if _is_concrete(x, *aux) or not call.key:  # concrete: numpy path, errors keep types
             losses = _ctc(call, x, *aux)
         else:
             losses = _compiled(call)(x, *aux)
         if call.at_least_default_float:  # e.g. optax: float64 under JAX_ENABLE_X64
-            losses = losses.astype(jnp.promote_types(losses.dtype, jnp.result_type(float)))
+            dtype = jnp.promote_types(losses.dtype, jnp.result_type(float))
+            if dtype != losses.dtype:
+                losses = losses.astype(dtype)
         return losses
 
     def default_threads(self) -> int:
