@@ -278,8 +278,8 @@ class JaxBridge(Bridge):
     converts = True
 
     def ctc(self, call: CTCCall, activations, aux):
-        x = _as_jax(activations)
-        aux = [_as_jax(a) for a in aux]
+        x = self.asarray(activations)
+        aux = [self.asarray(a) for a in aux]
         if _is_concrete(x, *aux) or not call.key:  # concrete: numpy path, errors keep types
             losses = _ctc(call, x, *aux)
         else:
@@ -294,10 +294,10 @@ class JaxBridge(Bridge):
         return _default_threads()
 
     def asarray(self, x, like=None):
-        return jnp.asarray(x)
+        return _as_jax(x)
 
     def astype(self, x, like):
-        return jnp.asarray(x).astype(like.dtype)
+        return _as_jax(x).astype(like.dtype)
 
     def sum(self, x):
         return x.sum()
@@ -312,7 +312,7 @@ class JaxBridge(Bridge):
         return jnp.reshape(x, shape)
 
     def stack(self, arrays, axis):
-        return jnp.stack([jnp.asarray(a) for a in arrays], axis)
+        return jnp.stack([_as_jax(a) for a in arrays], axis)
 
     def convert_asarray(self, x):
         return x
